@@ -1,0 +1,67 @@
+package agentproxy
+
+import (
+	"sync"
+	"time"
+)
+
+// hint is what `warden-agent hint` told us about one ssh process.
+type hint struct {
+	HintRequest
+	// start is the ssh process's start time, so a reused pid does not
+	// inherit another process's hint.
+	start uint64
+	at    time.Time
+	// refused is set when the target was refused at hint time: nothing is
+	// listed for this process.
+	refused string
+}
+
+// Hints older than hintTTL are dropped; ssh connects to the agent within
+// its ConnectTimeout of running Match exec. maxHints bounds the table.
+const (
+	hintTTL  = 10 * time.Minute
+	maxHints = 4096
+)
+
+// hintStore maps ssh pids to their hints.
+type hintStore struct {
+	mu    sync.Mutex // guards byPid
+	byPid map[int]*hint
+}
+
+func newHintStore() *hintStore { return &hintStore{byPid: map[int]*hint{}} }
+
+func (h *hintStore) put(x *hint) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.byPid) >= maxHints {
+		h.pruneLocked(x.at)
+		for pid := range h.byPid { // still full: drop an arbitrary one
+			if len(h.byPid) < maxHints {
+				break
+			}
+			delete(h.byPid, pid)
+		}
+	}
+	h.byPid[x.SSHPid] = x
+}
+
+// get returns the live hint for pid whose process start time matches.
+func (h *hintStore) get(pid int, start uint64, now time.Time) *hint {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	x := h.byPid[pid]
+	if x == nil || now.Sub(x.at) > hintTTL || x.start != start {
+		return nil
+	}
+	return x
+}
+
+func (h *hintStore) pruneLocked(now time.Time) {
+	for pid, x := range h.byPid {
+		if now.Sub(x.at) > hintTTL {
+			delete(h.byPid, pid)
+		}
+	}
+}

@@ -1,0 +1,119 @@
+package agentproxy
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Extensions warden adds to the agent protocol (PROTOCOL.agent §
+// "extension mechanism": names in the name@domain form). Requests and
+// replies carry JSON; a reply is SSH_AGENT_SUCCESS followed by the JSON.
+const (
+	// ExtHint tells the agent what an ssh process is about to connect to.
+	ExtHint = "hint@ops-warden.netkingdom"
+	// extQuery lists the extensions this agent supports (OpenSSH 10.3).
+	extQuery = "query"
+)
+
+// Agent protocol message numbers used outside x/crypto's server.
+const (
+	msgFailure          = 5  // SSH_AGENT_FAILURE
+	msgSuccess          = 6  // SSH_AGENT_SUCCESS
+	msgExtension        = 27 // SSH_AGENTC_EXTENSION
+	msgExtensionFailure = 28 // SSH_AGENT_EXTENSION_FAILURE
+)
+
+// HintRequest is sent by `warden-agent hint` from ssh's Match exec.
+type HintRequest struct {
+	SSHPid int    `json:"ssh_pid"`
+	User   string `json:"user"`
+	Host   string `json:"host"`
+	Port   int    `json:"port"`
+}
+
+// HintReply says whether the agent will serve a certificate for the hint.
+type HintReply struct {
+	// OK is false when the target is refused; Error then says why and how
+	// to fix it.
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Route is the catalog route chosen, empty when none matches.
+	Route     string `json:"route,omitempty"`
+	Principal string `json:"principal,omitempty"`
+	// Serial is the certificate ready for the login, when one was issued.
+	Serial string `json:"serial,omitempty"`
+	// Note explains an OK reply that issues nothing (no route, ssh -G).
+	Note string `json:"note,omitempty"`
+}
+
+// ErrNoAgent means nothing answers on the socket.
+var ErrNoAgent = errors.New("no agent is running")
+
+// maxReply bounds replies read by CallExtension.
+const maxReply = MaxMessageSize
+
+// CallExtension sends one warden extension request over the agent socket
+// and decodes the JSON reply. It is the client half used by the CLI.
+func CallExtension(socket, name string, req, reply any, timeout time.Duration) error {
+	c, err := net.DialTimeout("unix", socket, timeout)
+	if err != nil {
+		return fmt.Errorf("%w on %s: %v", ErrNoAgent, socket, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	msg := ssh.Marshal(struct {
+		Type     byte
+		Name     string
+		Contents []byte `ssh:"rest"`
+	}{msgExtension, name, body})
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(msg)))
+	if _, err := c.Write(append(frame, msg...)); err != nil {
+		return fmt.Errorf("agent on %s: %w", socket, err)
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return fmt.Errorf("agent on %s: %w", socket, err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > maxReply {
+		return fmt.Errorf("agent on %s: reply of %d bytes", socket, n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return fmt.Errorf("agent on %s: %w", socket, err)
+	}
+	switch buf[0] {
+	case msgSuccess:
+	case msgFailure:
+		return fmt.Errorf("agent on %s does not support %s (is it warden-agent?)", socket, name)
+	default:
+		return fmt.Errorf("agent on %s refused %s", socket, name)
+	}
+	if reply == nil {
+		return nil
+	}
+	if err := json.Unmarshal(buf[1:], reply); err != nil {
+		return fmt.Errorf("agent on %s: bad reply: %w", socket, err)
+	}
+	return nil
+}
+
+// jsonReply frames a JSON extension reply.
+func jsonReply(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{msgSuccess}, b...), nil
+}

@@ -1,0 +1,289 @@
+// Package agentproxy is the SSH agent protocol server: the socket, peer
+// identity, session-bind, per-connection state, the merging of
+// just-in-time certificates with the user's own agent's keys, and the
+// checks made before a certificate signs anything.
+package agentproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/signer"
+)
+
+// Recorder writes audit records. Record returns only when the record is
+// durable; an error means it is not, and the action it describes must not
+// happen (fail closed).
+type Recorder interface {
+	Record(ctx context.Context, event string, fields map[string]any) error
+	// Head is the current audit chain head, sent to the issuer as an anchor.
+	Head() string
+}
+
+// AuthRequest is what the policy is asked before a certificate is issued
+// or, for a connection without session-bind, used.
+type AuthRequest struct {
+	Subject   string // the local user
+	Principal string
+	User      string // the remote user, when known
+	Host      string // the target host, when known
+	Route     string
+	Callers   []Process // nearest first
+	Forwarded bool
+	Bound     bool
+}
+
+// AuthDecision is the policy's answer.
+type AuthDecision struct {
+	Allow  bool
+	Rule   string
+	Reason string
+	// MaxTTL caps the certificate lifetime when non-zero.
+	MaxTTL time.Duration
+}
+
+// Authorizer decides AuthRequests. It may prompt (confirm) or call a
+// decision service; it must honour ctx.
+type Authorizer func(ctx context.Context, req AuthRequest) AuthDecision
+
+// Config is what a Server is built from.
+type Config struct {
+	// Issuer mints certificates.
+	Issuer signer.Issuer
+	// Catalog returns the routes in force (it may change on reload).
+	Catalog func() *catalog.Catalog
+	// KnownHosts returns the known_hosts index used to find the route of a
+	// server known only by its host key; may be nil.
+	KnownHosts func() *catalog.KnownHosts
+	// Authorize is the policy; nil allows whatever the catalog allows.
+	Authorize Authorizer
+	// Recorder is the audit log; nil logs with Logger only.
+	Recorder Recorder
+	// Logger receives operational logs; never secrets.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Upstream is the socket of the user's own agent; empty for none.
+	Upstream string
+	// SocketPath is our own socket, to refuse proxying to ourselves.
+	SocketPath string
+	// ListDeadline bounds REQUEST_IDENTITIES (ssh waits on the agent
+	// without a timeout). Default 10s.
+	ListDeadline time.Duration
+	// UpstreamTimeout bounds each call to the upstream agent. Default 5s.
+	UpstreamTimeout time.Duration
+	// LocalUser is the subject of policy decisions.
+	LocalUser string
+	// ProcRoot is /proc (tests may point elsewhere).
+	ProcRoot string
+}
+
+// Server serves the agent protocol on one or more listeners.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	cache *signer.Cache
+	hints *hintStore
+
+	nextConn atomic.Uint64
+	stopping atomic.Bool
+
+	lockMu    sync.Mutex // guards the fields below
+	locked    bool
+	lockHash  []byte // SHA-256 of the lock passphrase
+	lockFails int
+
+	connMu sync.Mutex // guards conns
+	conns  map[*conn]struct{}
+	wg     sync.WaitGroup
+
+	stats Stats
+}
+
+// Stats are counters since start.
+type Stats struct {
+	Issued, IssueFailed, Used, Denied, UpstreamSigned, Refused atomic.Uint64
+}
+
+// New checks cfg and makes a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Issuer == nil {
+		return nil, errors.New("agentproxy: no issuer")
+	}
+	if cfg.Catalog == nil {
+		return nil, errors.New("agentproxy: no catalog")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ListDeadline <= 0 {
+		cfg.ListDeadline = 10 * time.Second
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = 5 * time.Second
+	}
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
+	}
+	if cfg.Upstream != "" && cfg.SocketPath != "" && sameFile(cfg.Upstream, cfg.SocketPath) {
+		return nil, fmt.Errorf("upstream agent %s is warden's own socket; start warden-agent with the SSH_AUTH_SOCK of your real agent or --upstream none", cfg.Upstream)
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		hints: newHintStore(),
+		conns: map[*conn]struct{}{},
+		cache: signer.NewCache(signer.CacheOptions{Now: cfg.Now, IssueTimeout: cfg.ListDeadline}),
+	}
+	return s, nil
+}
+
+func sameFile(a, b string) bool {
+	if a == b {
+		return true
+	}
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
+// Cache exposes the certificate cache (for status and reload handling).
+func (s *Server) Cache() *signer.Cache { return s.cache }
+
+// Stats returns the counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Serve accepts connections until the listener is closed. Running out of
+// file descriptors pauses accepting instead of spinning.
+func (s *Server) Serve(ln *net.UnixListener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept paused", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(c)
+		}()
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *Server) handle(uc *net.UnixConn) {
+	pid, uid, err := peerCred(uc)
+	if err != nil {
+		s.log.Warn("connection refused: no peer credentials", "err", err)
+		uc.Close()
+		return
+	}
+	if uid != os.Getuid() && uid != 0 {
+		s.stats.Refused.Add(1)
+		s.log.Warn("connection refused: peer belongs to another user", "peer_uid", uid, "peer_pid", pid)
+		uc.Close()
+		return
+	}
+	c := s.newConn(uc, readPeer(s.cfg.ProcRoot, pid, uid))
+	s.connMu.Lock()
+	if s.stopping.Load() {
+		s.connMu.Unlock()
+		uc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.connMu.Unlock()
+	defer func() {
+		s.connMu.Lock()
+		delete(s.conns, c)
+		s.connMu.Unlock()
+		c.close()
+	}()
+	c.serve()
+}
+
+// Shutdown stops accepting (the caller closes the listener), lets
+// requests in flight finish, and closes idle connections. It returns when
+// every connection is closed or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopping.Store(true)
+	s.connMu.Lock()
+	for c := range s.conns {
+		c.stop()
+	}
+	s.connMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.connMu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.connMu.Unlock()
+		<-done
+	}
+	s.cache.Close()
+	return nil
+}
+
+// record writes an audit record (and a log line). It returns an error
+// only when a Recorder is configured and the record is not durable.
+func (s *Server) record(ctx context.Context, event string, fields map[string]any) error {
+	attrs := make([]any, 0, 2*len(fields))
+	for k, v := range fields {
+		attrs = append(attrs, k, v)
+	}
+	s.log.Info(event, attrs...)
+	if s.cfg.Recorder == nil {
+		return nil
+	}
+	if err := s.cfg.Recorder.Record(ctx, event, fields); err != nil {
+		s.log.Error("audit record not durable", "event", event, "err", err)
+		return err
+	}
+	return nil
+}
+
+func (s *Server) auditHead() string {
+	if s.cfg.Recorder == nil {
+		return ""
+	}
+	return s.cfg.Recorder.Head()
+}
+
+func (s *Server) isLocked() bool {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	return s.locked
+}

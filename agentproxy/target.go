@@ -1,0 +1,389 @@
+package agentproxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/signer"
+)
+
+// target is who a certificate is for and why.
+type target struct {
+	route     *catalog.Route
+	principal string
+	user      string // remote user, when hinted
+	host      string // hinted host name
+	hostKey   ssh.PublicKey
+	source    string // "hint" or "host-key"
+	bound     bool
+	forwarded bool
+	callers   []Process
+	connID    string
+	caller    map[string]any
+}
+
+func (t *target) fields() map[string]any {
+	f := map[string]any{
+		"conn": t.connID, "route": t.route.Name, "mount": t.route.Mount, "role": t.route.Role,
+		"principals": []string{t.principal}, "principal": t.principal, "source": t.source,
+		"forwarded": t.forwarded, "bound": t.bound, "caller": t.caller,
+	}
+	if t.user != "" {
+		f["user"] = t.user
+	}
+	if t.host != "" {
+		f["host"] = t.host
+	}
+	if t.hostKey != nil {
+		f["host_key"] = ssh.FingerprintSHA256(t.hostKey)
+	}
+	return f
+}
+
+// PolicyDeniedError is an issuance the policy refused.
+type PolicyDeniedError struct{ Decision AuthDecision }
+
+func (e *PolicyDeniedError) Error() string {
+	msg := "policy denied"
+	if e.Decision.Rule != "" {
+		msg += " by " + e.Decision.Rule
+	}
+	if e.Decision.Reason != "" {
+		msg += ": " + e.Decision.Reason
+	}
+	return msg
+}
+
+func (s *Server) authorize(ctx context.Context, t *target) AuthDecision {
+	if s.cfg.Authorize == nil {
+		return AuthDecision{Allow: true, Rule: "no policy file (catalog only)"}
+	}
+	return s.cfg.Authorize(ctx, AuthRequest{
+		Subject: s.cfg.LocalUser, Principal: t.principal, User: t.user, Host: t.host,
+		Route: t.route.Name, Callers: t.callers, Forwarded: t.forwarded, Bound: t.bound,
+	})
+}
+
+// obtain returns a certificate for t: the policy decides, then the cache
+// returns the current certificate or issues one (one issuance for any
+// number of concurrent askers). Issuance is recorded before the
+// certificate is used; if the record cannot be made durable the
+// certificate is discarded.
+func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
+	dec := s.authorize(ctx, t)
+	if !dec.Allow {
+		err := &PolicyDeniedError{Decision: dec}
+		f := t.fields()
+		f["error"], f["rule"] = err.Error(), dec.Rule
+		s.stats.IssueFailed.Add(1)
+		_ = s.record(ctx, evIssueFailed, f)
+		return nil, err
+	}
+	ttl := t.route.Lifetime()
+	if dec.MaxTTL > 0 && dec.MaxTTL < ttl {
+		ttl = dec.MaxTTL
+	}
+	key := signer.CacheKey{Route: t.route.Name, Principal: t.principal}
+	return s.cache.Get(ctx, key, func(ctx context.Context, key signer.CacheKey, eph *signer.EphemeralKey) (*signer.Issued, error) {
+		req := signer.Request{
+			PublicKey:     eph.PublicKey(),
+			Principals:    []string{t.principal},
+			TTL:           ttl,
+			Extensions:    t.route.CertExtensions(),
+			Mount:         t.route.Mount,
+			Role:          t.route.Role,
+			RouteName:     t.route.Name,
+			CorrelationID: t.connID,
+			AuditHead:     s.auditHead(),
+		}
+		if s.cfg.Issuer.Kind() == "local" {
+			// OpenBao refuses key ids unless the role allows them.
+			req.KeyID = fmt.Sprintf("warden:%s:%s:%s", s.cfg.LocalUser, t.route.Name, t.principal)
+		}
+		start := s.cfg.Now()
+		iss, err := s.cfg.Issuer.Issue(ctx, req)
+		f := t.fields()
+		f["ttl"] = ttl.String()
+		f["issuer"] = s.cfg.Issuer.Kind()
+		f["latency_us"] = s.cfg.Now().Sub(start).Microseconds()
+		if err != nil {
+			s.stats.IssueFailed.Add(1)
+			f["error"] = err.Error()
+			_ = s.record(context.WithoutCancel(ctx), evIssueFailed, f)
+			return nil, err
+		}
+		c := iss.Cert
+		f["serial"] = fmt.Sprintf("%016x", c.Serial)
+		f["serial_dec"] = strconv.FormatUint(c.Serial, 10)
+		f["key_id"] = c.KeyId
+		f["key_fingerprint"] = ssh.FingerprintSHA256(c)
+		f["valid_after"] = time.Unix(int64(c.ValidAfter), 0).UTC().Format(time.RFC3339)
+		f["valid_before"] = time.Unix(int64(c.ValidBefore), 0).UTC().Format(time.RFC3339)
+		f["ca_fingerprint"] = iss.CAFingerprint
+		if iss.RequestID != "" {
+			f["request_id"] = iss.RequestID
+		}
+		if err := s.record(context.WithoutCancel(ctx), evCertIssued, f); err != nil {
+			s.stats.IssueFailed.Add(1)
+			return nil, fmt.Errorf("audit log unavailable, certificate discarded: %w", err)
+		}
+		s.stats.Issued.Add(1)
+		return iss, nil
+	})
+}
+
+// resolve finds this connection's target: the hint for the ssh process
+// at the other end, checked against the bound host key; or, without a
+// hint, the route of the bound host key. all is true when the connection
+// has neither hint nor bind: it then sees the certificates already issued.
+func (c *conn) resolve() (t *target, all bool, why string) {
+	s := c.s
+	cat := s.cfg.Catalog()
+	var last *sessionBind
+	if len(c.binds) > 0 {
+		last = &c.binds[len(c.binds)-1]
+	}
+	forwarded := c.forwarded()
+	t = &target{bound: last != nil, forwarded: forwarded, callers: c.peer.Chain, connID: c.id, caller: c.caller()}
+	if last != nil {
+		if last.Forwarding {
+			return nil, false, "connection is bound for agent forwarding only"
+		}
+		t.hostKey = last.HostKey
+	}
+	// A forwarded connection carries another host's login: the local ssh
+	// process's hint names the first hop, not this target.
+	if !forwarded {
+		if start, err := startTime(s.cfg.ProcRoot, c.peer.Pid); err == nil {
+			if h := s.hints.get(c.peer.Pid, start, s.cfg.Now()); h != nil {
+				if h.refused != "" {
+					return nil, false, "refused at hint time: " + h.refused
+				}
+				r := cat.RouteForHost(h.Host)
+				if r == nil {
+					return nil, false, "no route for host " + h.Host
+				}
+				p, err := r.PrincipalFor(h.User)
+				if err != nil {
+					return nil, false, err.Error()
+				}
+				if last != nil && (len(r.HostKeys) > 0 || len(r.HostCA) > 0) && !r.PinsHostKey(last.HostKey) {
+					return nil, false, fmt.Sprintf("host key %s of %s is not pinned by route %s", ssh.FingerprintSHA256(last.HostKey), h.Host, r.Name)
+				}
+				t.route, t.principal, t.user, t.host, t.source = r, p, h.User, h.Host, "hint"
+				return t, false, ""
+			}
+		}
+	}
+	if last == nil {
+		return nil, true, ""
+	}
+	var kh *catalog.KnownHosts
+	if s.cfg.KnownHosts != nil {
+		kh = s.cfg.KnownHosts()
+	}
+	r := cat.RouteForHostKey(last.HostKey, kh)
+	if r == nil {
+		return nil, false, "no route for host key " + ssh.FingerprintSHA256(last.HostKey)
+	}
+	p, ok := r.SolePrincipal()
+	if !ok {
+		return nil, false, fmt.Sprintf("route %s allows several users and ssh sent no hint; add the block from `warden-agent ssh-config` to ~/.ssh/config", r.Name)
+	}
+	t.route, t.principal, t.source = r, p, "host-key"
+	return t, false, ""
+}
+
+// wardenEntries returns the certificates to list on this connection.
+func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
+	t, all, why := c.resolve()
+	if all {
+		return c.s.cache.Valid()
+	}
+	if t == nil {
+		c.s.log.Debug("no certificate for this connection", "conn", c.id, "why", why)
+		return nil
+	}
+	if !t.bound {
+		// Without session-bind the target is not proven, so nothing new is
+		// issued; a certificate the hint already obtained may be listed.
+		if e := c.s.cache.Current(signer.CacheKey{Route: t.route.Name, Principal: t.principal}); e != nil {
+			return []*signer.Entry{e}
+		}
+		return nil
+	}
+	e, err := c.s.obtain(ctx, t)
+	if err != nil {
+		c.s.log.Warn("no certificate listed", "conn", c.id, "route", t.route.Name, "principal", t.principal, "err", err)
+		return nil
+	}
+	return []*signer.Entry{e}
+}
+
+// signWarden applies the sign-time checks to a warden certificate and
+// signs: the data must be a userauth request for this certificate, in the
+// session the connection is bound to, for a user the certificate allows;
+// the use is recorded durably before the signature is made.
+func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	s := c.s
+	blob := e.Cert.Marshal()
+	f := map[string]any{
+		"conn": c.id, "route": e.Key.Route, "principal": e.Key.Principal,
+		"serial": fmt.Sprintf("%016x", e.Cert.Serial), "serial_dec": strconv.FormatUint(e.Cert.Serial, 10),
+		"key_fingerprint": ssh.FingerprintSHA256(e.Cert), "caller": c.caller(), "bound": len(c.binds) > 0,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
+	defer cancel()
+	deny := func(reason string) (*ssh.Signature, error) {
+		s.stats.Denied.Add(1)
+		f["reason"] = reason
+		_ = s.record(ctx, evSignDenied, f)
+		return nil, fmt.Errorf("signature denied: %s", reason)
+	}
+	if s.isLocked() {
+		return deny("agent is locked")
+	}
+	ua, err := parseUserauth(data)
+	if err != nil {
+		return deny("only SSH logins may be signed with a warden certificate (" + err.Error() + ")")
+	}
+	f["user"], f["hostbound"] = ua.User, ua.Method == methodHostbound
+	f["session_id_hash"] = sessionIDHash(ua.SessionID)
+	if !bytes.Equal(ua.PublicKey, blob) {
+		return deny("the login request names another key")
+	}
+	route := s.cfg.Catalog().RouteByName(e.Key.Route)
+	if route == nil {
+		return deny("route " + e.Key.Route + " is no longer in the catalog")
+	}
+	if len(c.binds) > 0 {
+		last := c.binds[len(c.binds)-1]
+		f["host_key"] = ssh.FingerprintSHA256(last.HostKey)
+		switch {
+		case last.Forwarding:
+			return deny("connection is bound for agent forwarding, not for a login")
+		case !bytes.Equal(ua.SessionID, last.SessionID):
+			return deny("session id does not match the bound session")
+		case ua.HostKey != nil && !bytes.Equal(ua.HostKey.Marshal(), last.HostKey.Marshal()):
+			return deny("host key in the request differs from the bound host key")
+		case !c.listed[string(blob)]:
+			return deny("certificate was not offered on this connection")
+		}
+	} else {
+		if route.BindRequired() {
+			return deny(fmt.Sprintf("client sent no session-bind@openssh.com and route %s requires it (require_bind: false allows tunnel programs that cannot bind)", route.Name))
+		}
+		t := &target{route: route, principal: e.Key.Principal, user: ua.User, callers: c.peer.Chain, connID: c.id, caller: c.caller()}
+		if dec := s.authorize(ctx, t); !dec.Allow {
+			return deny((&PolicyDeniedError{Decision: dec}).Error())
+		}
+	}
+	if route.Principal != "" {
+		if !route.AllowsUser(ua.User) {
+			return deny(fmt.Sprintf("route %s does not allow remote user %s", route.Name, ua.User))
+		}
+	} else if !slices.Contains(e.Cert.ValidPrincipals, ua.User) {
+		return deny(fmt.Sprintf("user %s is not a principal of the certificate (%v)", ua.User, e.Cert.ValidPrincipals))
+	}
+	f["result"] = "signed"
+	if err := s.record(ctx, evCertUsed, f); err != nil {
+		delete(f, "result")
+		return deny("audit log unavailable")
+	}
+	sig, err := signWithFlags(e.Signer, data, flags)
+	if err != nil {
+		return nil, err
+	}
+	s.stats.Used.Add(1)
+	return sig, nil
+}
+
+// signWithFlags honours the rsa-sha2 flags of PROTOCOL.agent §4.5.1 for
+// RSA keys; other key types have one signature algorithm.
+func signWithFlags(signer ssh.Signer, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	alg := ""
+	switch {
+	case flags&agent.SignatureFlagRsaSha512 != 0:
+		alg = ssh.KeyAlgoRSASHA512
+	case flags&agent.SignatureFlagRsaSha256 != 0:
+		alg = ssh.KeyAlgoRSASHA256
+	}
+	pub := signer.PublicKey()
+	if cert, ok := pub.(*ssh.Certificate); ok {
+		pub = cert.Key
+	}
+	if as, ok := signer.(ssh.AlgorithmSigner); ok && alg != "" && pub.Type() == ssh.KeyAlgoRSA {
+		return as.SignWithAlgorithm(rand.Reader, data, alg)
+	}
+	return signer.Sign(rand.Reader, data)
+}
+
+// Limits on hint fields: ssh's own limits are smaller (user names,
+// NI_MAXHOST); these only keep a hostile hint from filling memory.
+const (
+	maxHintUser = 256
+	maxHintHost = 1025
+)
+
+// hint records what an ssh process is about to connect to and issues its
+// certificate ahead, so that a refusal reaches the terminal through the
+// hint command's stderr.
+func (c *conn) hint(contents []byte) ([]byte, error) {
+	s := c.s
+	var req HintRequest
+	if err := json.Unmarshal(contents, &req); err != nil {
+		return nil, fmt.Errorf("hint: %w", err)
+	}
+	if req.SSHPid <= 1 || req.User == "" || req.Host == "" || len(req.User) > maxHintUser || len(req.Host) > maxHintHost || req.Port < 0 || req.Port > 65535 {
+		return jsonReply(HintReply{Error: "hint needs --ssh-pid, --user and --host (run it from ssh's Match exec, see `warden-agent ssh-config`)"})
+	}
+	start, err := startTime(s.cfg.ProcRoot, req.SSHPid)
+	if err != nil {
+		return jsonReply(HintReply{Error: fmt.Sprintf("no process with pid %d", req.SSHPid)})
+	}
+	h := &hint{HintRequest: req, start: start, at: s.cfg.Now()}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
+	defer cancel()
+	_ = s.record(ctx, evHint, map[string]any{"conn": c.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
+
+	r := s.cfg.Catalog().RouteForHost(req.Host)
+	if r == nil {
+		s.hints.put(h)
+		return jsonReply(HintReply{OK: true, Note: "no route for " + req.Host + ": only your own keys are offered"})
+	}
+	p, err := r.PrincipalFor(req.User)
+	if err != nil {
+		h.refused = err.Error()
+		s.hints.put(h)
+		return jsonReply(HintReply{Route: r.Name, Error: err.Error()})
+	}
+	s.hints.put(h)
+	reply := HintReply{OK: true, Route: r.Name, Principal: p}
+	if isDumpConfig(cmdline(s.cfg.ProcRoot, req.SSHPid)) {
+		reply.Note = "ssh -G: nothing issued"
+		return jsonReply(reply)
+	}
+	t := &target{route: r, principal: p, user: req.User, host: req.Host, source: "hint", bound: true,
+		callers: processChain(s.cfg.ProcRoot, req.SSHPid), connID: c.id, caller: c.caller()}
+	e, err := s.obtain(ctx, t)
+	if err != nil {
+		var pd *PolicyDeniedError
+		if errors.As(err, &pd) {
+			h.refused = err.Error()
+		}
+		return jsonReply(HintReply{Route: r.Name, Principal: p, Error: err.Error()})
+	}
+	reply.Serial = fmt.Sprintf("%016x", e.Cert.Serial)
+	return jsonReply(reply)
+}

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/netkingdom/ops-warden/audit"
+)
+
+// auditRecorder adapts the audit log to the agent's Recorder.
+type auditRecorder struct{ log *audit.Log }
+
+func (a auditRecorder) Record(ctx context.Context, event string, fields map[string]any) error {
+	_, err := a.log.Append(ctx, event, fields)
+	return err
+}
+
+func (a auditRecorder) Head() string {
+	_, h := a.log.Head()
+	return h
+}
+
+func (a auditRecorder) Reopen() error { return a.log.Reopen() }
+
+func openAudit(cfg *Config, logger *slog.Logger) (auditRecorder, func(), error) {
+	l, err := audit.Open(audit.Options{Path: cfg.Audit.Path, MaxSize: cfg.Audit.MaxSize, Keep: cfg.Audit.Keep, Logger: logger})
+	if err != nil {
+		return auditRecorder{}, nil, err
+	}
+	return auditRecorder{l}, func() { l.Close() }, nil
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/netkingdom/ops-warden/catalog"
+)
+
+// Config is agent.yaml. Every field is optional: with no file at all the
+// agent runs on the local CA with one default route.
+type Config struct {
+	// Socket is where the agent listens.
+	Socket string `yaml:"socket"`
+	// Upstream is the user's own agent: a socket path or "none". Default:
+	// the SSH_AUTH_SOCK the agent was started with.
+	Upstream string `yaml:"upstream"`
+	// ListDeadline bounds how long ssh waits for the key list.
+	ListDeadline catalog.Duration `yaml:"list_deadline"`
+	Signer       SignerConfig     `yaml:"signer"`
+	// Routes are inline routes, used when no catalog file is configured.
+	Routes  []catalog.Route `yaml:"routes"`
+	Catalog struct {
+		Path string `yaml:"path"`
+	} `yaml:"catalog"`
+	Policy struct {
+		Path string `yaml:"path"`
+	} `yaml:"policy"`
+	Audit AuditConfig `yaml:"audit"`
+	// KnownHosts are the files that map a host key to a host name when ssh
+	// sent no hint. Default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts.
+	KnownHosts []string `yaml:"known_hosts"`
+	Log        struct {
+		Level string `yaml:"level"`
+	} `yaml:"log"`
+
+	// path is the file this came from; empty when none was read.
+	path string
+}
+
+// SignerConfig chooses the issuer.
+type SignerConfig struct {
+	// Kind is "local" (default) or "openbao".
+	Kind  string `yaml:"kind"`
+	Local struct {
+		// CAKey is the local CA's private key file.
+		CAKey string `yaml:"ca_key"`
+	} `yaml:"local"`
+	// OpenBao is decoded by the OpenBao issuer (see docs/openbao.md).
+	OpenBao yaml.Node `yaml:"openbao"`
+}
+
+// AuditConfig places the audit log.
+type AuditConfig struct {
+	Path    string `yaml:"path"`
+	MaxSize int64  `yaml:"max_size"`
+	Keep    int    `yaml:"keep"`
+}
+
+// maxConfigSize bounds agent.yaml.
+const maxConfigSize = 1 << 20
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "agent configuration `FILE`", EnvVars: []string{"WARDEN_CONFIG"},
+			DefaultText: "$XDG_CONFIG_HOME/warden/agent.yaml"},
+		&cli.StringFlag{Name: "socket", Usage: "agent socket `PATH`", EnvVars: []string{"WARDEN_SOCKET"},
+			DefaultText: "$XDG_RUNTIME_DIR/warden/agent.sock"},
+	}
+}
+
+// loadConfig reads --config (an error if it is missing) or the default
+// agent.yaml (optional), then fills in defaults.
+func loadConfig(c *cli.Context) (*Config, error) {
+	path := c.String("config")
+	explicit := path != ""
+	if !explicit {
+		path = filepath.Join(configDir(), "agent.yaml")
+	}
+	cfg := &Config{}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+	case err != nil:
+		return nil, fmt.Errorf("config: %w", err)
+	default:
+		if len(data) > maxConfigSize {
+			return nil, fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
+		}
+		if err := decodeStrict(data, cfg); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		cfg.path = path
+	}
+	if s := c.String("socket"); s != "" {
+		cfg.Socket = s
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = defaultSocketPath()
+	}
+	if cfg.Audit.Path == "" {
+		cfg.Audit.Path = filepath.Join(stateDir(), "audit.log")
+	}
+	if cfg.Signer.Kind == "" {
+		cfg.Signer.Kind = "local"
+	}
+	if cfg.Signer.Local.CAKey == "" {
+		cfg.Signer.Local.CAKey = filepath.Join(stateDir(), "ca_ed25519")
+	}
+	if cfg.ListDeadline <= 0 {
+		cfg.ListDeadline = catalog.Duration(10 * time.Second)
+	}
+	if cfg.KnownHosts == nil {
+		cfg.KnownHosts = []string{filepath.Join(homeDir(), ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"}
+	}
+	if cfg.Catalog.Path == "" {
+		if p := filepath.Join(configDir(), "catalog.yaml"); fileExists(p) {
+			cfg.Catalog.Path = p
+		}
+	}
+	if cfg.Policy.Path == "" {
+		if p := filepath.Join(configDir(), "policy.yaml"); fileExists(p) {
+			cfg.Policy.Path = p
+		}
+	}
+	return cfg, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// decodeStrict decodes YAML and refuses unknown fields, so a misspelt
+// option is an error instead of a silent default.
+func decodeStrict(data []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty file is an empty config.
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// auditPathFor resolves the audit log path for commands that read it.
+func auditPathFor(c *cli.Context) (string, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Audit.Path, nil
+}

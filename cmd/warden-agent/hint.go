@@ -1,0 +1,50 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/netkingdom/ops-warden/agentproxy"
+)
+
+func hintCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "hint",
+		Usage: "tell the agent what an ssh process is about to connect to (run by ssh's Match exec)",
+		UsageText: "warden-agent hint --ssh-pid PID --user USER --host HOST [--port PORT]\n\n" +
+			"ssh runs it from the block `warden-agent ssh-config` prints:\n" +
+			"   Match final exec \"warden-agent hint --ssh-pid $PPID --user %r --host %h --port %p\"\n\n" +
+			"It exits 0 when the agent accepted the target, so ssh uses warden's socket; when the agent\n" +
+			"is down or refuses the target it exits 1 with the reason on stderr, and ssh keeps your usual agent.",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "ssh-pid", Usage: "`PID` of the ssh process ($PPID in Match exec)", Required: true},
+			&cli.StringFlag{Name: "user", Usage: "remote `USER` (%r)", Required: true},
+			&cli.StringFlag{Name: "host", Usage: "target `HOST` (%h)", Required: true},
+			&cli.IntFlag{Name: "port", Usage: "target `PORT` (%p)", Value: 22},
+			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the agent", Value: 15 * time.Second},
+		},
+		Action: func(c *cli.Context) error {
+			socket := c.String("socket")
+			if socket == "" {
+				socket = defaultSocketPath()
+			}
+			var reply agentproxy.HintReply
+			err := agentproxy.CallExtension(socket, agentproxy.ExtHint, agentproxy.HintRequest{
+				SSHPid: c.Int("ssh-pid"), User: c.String("user"), Host: c.String("host"), Port: c.Int("port"),
+			}, &reply, c.Duration("timeout"))
+			if errors.Is(err, agentproxy.ErrNoAgent) {
+				return cli.Exit(fmt.Sprintf("warden-agent: not running on %s; ssh falls back to your usual agent", socket), 1)
+			}
+			if err != nil {
+				return cli.Exit("warden-agent: "+err.Error(), 1)
+			}
+			if !reply.OK {
+				return cli.Exit(fmt.Sprintf("warden-agent: no certificate for %s@%s: %s", c.String("user"), c.String("host"), reply.Error), 1)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,84 @@
+// Command warden-agent is a local ssh-agent that serves just-in-time SSH
+// certificates and proxies every other key to the user's own agent.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(exitCode(newApp().Run(os.Args)))
+}
+
+// exitCode prints err once and turns it into the process exit code:
+// cli.Exit errors carry their own code and message.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(os.Stderr, "warden-agent:", err)
+	return 1
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:    "warden-agent",
+		Usage:   "short-lived SSH certificates from an ssh-agent, with a record of every use",
+		Version: version,
+		Description: "warden-agent replaces ssh-agent: point SSH_AUTH_SOCK at it and every ssh login gets a\n" +
+			"certificate minted for exactly that user and host, while your own keys keep working.",
+		Flags:                globalFlags(),
+		EnableBashCompletion: true,
+		Commands:             commands(),
+		// Errors are printed once, by main.
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+}
+
+// commands lists every subcommand; each lives in its own file. Every
+// command also takes the global flags (--config, --socket), so they work
+// after the command name as well as before it.
+func commands() []*cli.Command {
+	cmds := []*cli.Command{
+		runCommand(),
+		hintCommand(),
+		envCommand(),
+		sshConfigCommand(),
+		caCommand(),
+	}
+	for _, c := range cmds {
+		addGlobalFlags(c)
+	}
+	return cmds
+}
+
+func addGlobalFlags(c *cli.Command) {
+	have := map[string]bool{}
+	for _, f := range c.Flags {
+		for _, n := range f.Names() {
+			have[n] = true
+		}
+	}
+	for _, f := range globalFlags() {
+		if !have[f.Names()[0]] {
+			c.Flags = append(c.Flags, f)
+		}
+	}
+	for _, sub := range c.Subcommands {
+		addGlobalFlags(sub)
+	}
+}

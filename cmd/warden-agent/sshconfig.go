@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+)
+
+func sshConfigCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "ssh-config",
+		Usage: "print the ~/.ssh/config block that sends ssh's target to the agent",
+		UsageText: "warden-agent ssh-config >> ~/.ssh/config\n\n" +
+			"The block runs `warden-agent hint` before each connection. When the agent is up and accepts\n" +
+			"the target, ssh uses the agent's socket; when it is down, ssh keeps your usual agent (break-glass).",
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(c.App.Writer, sshConfigBlock(selfPath(), cfg.Socket))
+			return nil
+		},
+	}
+}
+
+// sshConfigBlock is the Match block for ~/.ssh/config. "final" makes ssh
+// evaluate it after host name canonicalisation, so %h is the real host;
+// $PPID in Match exec's shell is the ssh process, whose later agent
+// connection the agent recognises by its peer pid.
+func sshConfigBlock(exe, socket string) string {
+	return fmt.Sprintf(`# warden-agent: just-in-time certificates for the hosts in the catalog.
+# When warden-agent is not running, the hint fails and ssh uses your usual agent.
+Match final exec "%s hint --socket %s --ssh-pid $PPID --user %%r --host %%h --port %%p"
+    IdentityAgent %s
+`, exe, socket, socket)
+}
+
+// selfPath is the absolute path of this binary, for the Match exec line.
+func selfPath() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "warden-agent"
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		return p
+	}
+	return exe
+}

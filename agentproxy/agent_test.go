@@ -106,11 +106,11 @@ func TestMalformedMessagesGetFailureAndConnectionStaysUsable(t *testing.T) {
 	env := startServer(t, nil)
 	c, _ := dial(t, env.socket)
 	for _, msg := range [][]byte{
-		{0xff, 1, 2, 3},            // unknown type
-		{13, 0, 0, 0, 99, 1},       // sign request with a truncated key blob
-		{17, 0, 0},                 // add identity, garbage
-		{27, 0, 0, 0, 200},         // extension with a bad name length
-		{22},                       // lock without passphrase
+		{0xff, 1, 2, 3},      // unknown type
+		{13, 0, 0, 0, 99, 1}, // sign request with a truncated key blob
+		{17, 0, 0},           // add identity, garbage
+		{27, 0, 0, 0, 200},   // extension with a bad name length
+		{22},                 // lock without passphrase
 		append([]byte{27}, ssh.Marshal(struct{ N string }{extSessionBind})...), // empty bind
 	} {
 		reply := rawCall(t, c, msg)

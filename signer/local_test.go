@@ -86,9 +86,9 @@ func TestValidateRefusesWhatWasNotAsked(t *testing.T) {
 		return iss.Cert
 	}
 	cases := map[string]*ssh.Certificate{
-		"another key":      issue(ca, Request{PublicKey: stranger.PublicKey(), Principals: []string{"alice"}, TTL: time.Minute}),
-		"extra principals": issue(ca, Request{PublicKey: eph.PublicKey(), Principals: []string{"alice", "root"}, TTL: time.Minute}),
-		"another CA":       issue(other, req),
+		"another key":       issue(ca, Request{PublicKey: stranger.PublicKey(), Principals: []string{"alice"}, TTL: time.Minute}),
+		"extra principals":  issue(ca, Request{PublicKey: eph.PublicKey(), Principals: []string{"alice", "root"}, TTL: time.Minute}),
+		"another CA":        issue(other, req),
 		"longer than asked": issue(ca, Request{PublicKey: eph.PublicKey(), Principals: []string{"alice"}, TTL: time.Hour}),
 	}
 	for name, cert := range cases {

@@ -10,18 +10,6 @@ import (
 	"time"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func newCacheIssuer(t *testing.T, clock *fakeClock) (*Cache, IssueFunc, *atomic.Int64) {
 	ca, err := OpenLocalCA(filepath.Join(t.TempDir(), "ca"), clock.Now)
 	if err != nil {
@@ -46,11 +34,11 @@ func TestCacheReusesThenRefreshesAheadAndNeverServesExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(3 * time.Minute) // half the lifetime left: reuse
+	clock.Advance(3 * time.Minute) // half the lifetime left: reuse
 	if e, _ := c.Get(ctx, key, issue); e != first || n.Load() != 1 {
 		t.Fatalf("reuse: issued %d, same entry %v", n.Load(), e == first)
 	}
-	clock.Add(90 * time.Second) // a quarter left: still served, refresh starts
+	clock.Advance(90 * time.Second) // a quarter left: still served, refresh starts
 	if e, _ := c.Get(ctx, key, issue); e != first {
 		t.Fatal("the current certificate was not served during refresh-ahead")
 	}
@@ -64,7 +52,7 @@ func TestCacheReusesThenRefreshesAheadAndNeverServesExpired(t *testing.T) {
 	if n.Load() != 2 {
 		t.Fatalf("%d issuances, want 2", n.Load())
 	}
-	clock.Add(7 * time.Minute) // everything expired
+	clock.Advance(7 * time.Minute) // everything expired
 	if e := c.Lookup(first.Cert.Marshal()); e != nil {
 		t.Fatal("expired certificate still found")
 	}
@@ -122,7 +110,7 @@ func TestCacheBacksOffAfterFailure(t *testing.T) {
 	if n.Load() != 1 {
 		t.Fatalf("%d issuer calls during back-off, want 1", n.Load())
 	}
-	clock.Add(backoffMax)
+	clock.Advance(backoffMax)
 	c.Get(context.Background(), key, fail)
 	if n.Load() != 2 {
 		t.Fatalf("after back-off: %d calls, want 2", n.Load())

@@ -125,7 +125,9 @@ func (l *LocalCA) Issue(ctx context.Context, req Request) (*Issued, error) {
 }
 
 // CAPublicKey returns the CA key for TrustedUserCAKeys.
-func (l *LocalCA) CAPublicKey(context.Context) (ssh.PublicKey, error) { return l.signer.PublicKey(), nil }
+func (l *LocalCA) CAPublicKey(context.Context) (ssh.PublicKey, error) {
+	return l.signer.PublicKey(), nil
+}
 
 // Kind is "local".
 func (l *LocalCA) Kind() string { return "local" }

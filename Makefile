@@ -1,0 +1,34 @@
+# ops-warden — build, run, test.
+GO       ?= go
+BIN      := bin/warden-agent
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+FUZZTIME ?= 30s
+PKGS     := ./...
+
+.PHONY: all build run test vet fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warden-agent
+
+## run: build and start the agent in the foreground (local CA when no OpenBao is configured)
+run: build
+	./$(BIN) run
+
+## test: vet, then every test (real ssh, sshd, ssh-agent; race detector on)
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## fuzz: run every fuzz target for FUZZTIME each (make test runs their seed corpora)
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

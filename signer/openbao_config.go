@@ -1,0 +1,238 @@
+package signer
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Defaults for OpenBaoConfig.
+const (
+	DefaultOpenBaoMount        = "ssh"
+	DefaultOpenBaoTimeout      = 5 * time.Second
+	DefaultTokenCommandTimeout = 10 * time.Second
+	DefaultAppRoleMount        = "approle"
+	DefaultJWTMount            = "jwt"
+)
+
+// OpenBaoConfig is the `signer: {kind: openbao, openbao: {...}}` block of
+// agent.yaml. Empty fields fall back to the BAO_*/VAULT_* environment and
+// then to the defaults above; see docs/openbao.md.
+type OpenBaoConfig struct {
+	// Address is the server's URL; BAO_ADDR or VAULT_ADDR when empty.
+	Address string `yaml:"address"`
+	// Addresses lists the nodes of an HA cluster, tried in order; the next
+	// one is used only when a connection to the current one cannot be made.
+	Addresses []string `yaml:"addresses"`
+	// Namespace is sent as X-Vault-Namespace; BAO_NAMESPACE when empty.
+	Namespace string `yaml:"namespace"`
+	// Mount is the SSH secrets engine used when a route names none, and
+	// whose CA CAPublicKey returns; default "ssh".
+	Mount string `yaml:"mount"`
+	// CACert is a PEM file of CAs that sign the server's TLS certificate;
+	// BAO_CACERT or VAULT_CACERT when empty; the system roots otherwise.
+	CACert string `yaml:"ca_cert"`
+	// ClientCert and ClientKey are PEM files for mutual TLS.
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
+	// TLSSkipVerify turns off TLS certificate verification. It is refused
+	// unless TLSSkipVerifyIUnderstand is also set: anyone on the path could
+	// then mint certificates in the agent's name or hand it a false CA.
+	TLSSkipVerify            bool `yaml:"tls_skip_verify"`
+	TLSSkipVerifyIUnderstand bool `yaml:"tls_skip_verify_i_understand"`
+	// Timeout bounds every request; default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+
+	// Token is a token written in the config file (least preferred place
+	// for a secret; prefer the token file or a broker).
+	Token string `yaml:"token"`
+	// TokenFile is read when no token is in the config or environment;
+	// BAO_TOKEN_PATH, else ~/.vault-token, when empty.
+	TokenFile string `yaml:"token_file"`
+	// AppRole logs in with a role id and a secret id file (tunnel hosts).
+	AppRole *AppRoleConfig `yaml:"approle"`
+	// JWT logs in with a workload's JWT.
+	JWT *JWTConfig `yaml:"jwt"`
+	// TokenCommand is an argv whose stdout is a token, e.g. a credential
+	// broker: ["credential", "exec", "ops-warden-warden-sign-token", "--",
+	// "printenv", "BAO_TOKEN"].
+	TokenCommand []string `yaml:"token_command"`
+	// TokenCommandTimeout bounds TokenCommand; default 10s.
+	TokenCommandTimeout time.Duration `yaml:"token_command_timeout"`
+}
+
+// AppRoleConfig is an AppRole login (auth/<mount>/login).
+type AppRoleConfig struct {
+	RoleID       string `yaml:"role_id"`
+	SecretIDFile string `yaml:"secret_id_file"`
+	// Mount defaults to "approle".
+	Mount string `yaml:"mount"`
+}
+
+// JWTConfig is a JWT login (auth/<mount>/login).
+type JWTConfig struct {
+	JWTFile string `yaml:"jwt_file"`
+	Role    string `yaml:"role"`
+	// Mount defaults to "jwt".
+	Mount string `yaml:"mount"`
+}
+
+// String describes the configuration without its token.
+func (c OpenBaoConfig) String() string {
+	tok := ""
+	if c.Token != "" {
+		tok = " token=<redacted>"
+	}
+	return fmt.Sprintf("openbao{address=%s addresses=%v namespace=%q mount=%s%s}", c.Address, c.Addresses, c.Namespace, c.Mount, tok)
+}
+
+// LogValue keeps the token out of structured logs.
+func (c OpenBaoConfig) LogValue() slog.Value {
+	return slog.StringValue(c.String())
+}
+
+// resolved is an OpenBaoConfig with environment fallbacks and defaults
+// applied and checked.
+type resolved struct {
+	addresses    []string
+	namespace    string
+	mount        string
+	timeout      time.Duration
+	tls          *tls.Config
+	tokenFile    string
+	cfg          OpenBaoConfig
+	getenv       func(string) string
+	cmdTimeout   time.Duration
+	approleMount string
+	jwtMount     string
+}
+
+func firstEnv(getenv func(string) string, names ...string) string {
+	for _, n := range names {
+		if v := getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func resolveConfig(cfg OpenBaoConfig, getenv func(string) string, home string) (*resolved, error) {
+	r := &resolved{cfg: cfg, getenv: getenv}
+	if cfg.Address != "" {
+		r.addresses = append(r.addresses, cfg.Address)
+	}
+	for _, a := range cfg.Addresses {
+		if a != "" && !slices.Contains(r.addresses, a) {
+			r.addresses = append(r.addresses, a)
+		}
+	}
+	if len(r.addresses) == 0 {
+		if a := firstEnv(getenv, "BAO_ADDR", "VAULT_ADDR"); a != "" {
+			r.addresses = []string{a}
+		}
+	}
+	if len(r.addresses) == 0 {
+		return nil, errors.New("openbao: no server address: set signer.openbao.address in agent.yaml or BAO_ADDR")
+	}
+	for i, a := range r.addresses {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("openbao: address %q is not an http(s) URL such as https://bao.example.com:8200", a)
+		}
+		r.addresses[i] = strings.TrimRight(a, "/")
+	}
+	r.namespace = cfg.Namespace
+	if r.namespace == "" {
+		r.namespace = firstEnv(getenv, "BAO_NAMESPACE", "VAULT_NAMESPACE")
+	}
+	r.mount = strings.Trim(cfg.Mount, "/")
+	if r.mount == "" {
+		r.mount = DefaultOpenBaoMount
+	}
+	r.timeout = cfg.Timeout
+	if r.timeout <= 0 {
+		r.timeout = DefaultOpenBaoTimeout
+	}
+	r.cmdTimeout = cfg.TokenCommandTimeout
+	if r.cmdTimeout <= 0 {
+		r.cmdTimeout = DefaultTokenCommandTimeout
+	}
+	r.tokenFile = cfg.TokenFile
+	if r.tokenFile == "" {
+		r.tokenFile = getenv("BAO_TOKEN_PATH")
+	}
+	if r.tokenFile == "" && home != "" {
+		r.tokenFile = filepath.Join(home, ".vault-token")
+	}
+	if cfg.AppRole != nil {
+		if cfg.AppRole.RoleID == "" || cfg.AppRole.SecretIDFile == "" {
+			return nil, errors.New("openbao: approle needs both role_id and secret_id_file")
+		}
+		r.approleMount = strings.Trim(cfg.AppRole.Mount, "/")
+		if r.approleMount == "" {
+			r.approleMount = DefaultAppRoleMount
+		}
+	}
+	if cfg.JWT != nil {
+		if cfg.JWT.JWTFile == "" || cfg.JWT.Role == "" {
+			return nil, errors.New("openbao: jwt needs both jwt_file and role")
+		}
+		r.jwtMount = strings.Trim(cfg.JWT.Mount, "/")
+		if r.jwtMount == "" {
+			r.jwtMount = DefaultJWTMount
+		}
+	}
+	if cfg.TokenCommand != nil && (len(cfg.TokenCommand) == 0 || cfg.TokenCommand[0] == "") {
+		return nil, errors.New("openbao: token_command is empty: give an argv such as [credential, exec, <lane>, --, printenv, BAO_TOKEN]")
+	}
+	t, err := tlsConfig(cfg, getenv)
+	if err != nil {
+		return nil, err
+	}
+	r.tls = t
+	return r, nil
+}
+
+func tlsConfig(cfg OpenBaoConfig, getenv func(string) string) (*tls.Config, error) {
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSSkipVerify {
+		if !cfg.TLSSkipVerifyIUnderstand {
+			return nil, errors.New("openbao: tls_skip_verify is refused: without verification anyone between the agent and OpenBao can mint certificates in its name; set ca_cert to the CA of OpenBao's TLS certificate, or, for a throw-away test server only, also set tls_skip_verify_i_understand: true")
+		}
+		t.InsecureSkipVerify = true
+	}
+	caFile := cfg.CACert
+	if caFile == "" {
+		caFile = firstEnv(getenv, "BAO_CACERT", "VAULT_CACERT")
+	}
+	if caFile != "" {
+		pemBytes, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("openbao: reading ca_cert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("openbao: ca_cert %s holds no PEM certificate", caFile)
+		}
+		t.RootCAs = pool
+	}
+	if (cfg.ClientCert == "") != (cfg.ClientKey == "") {
+		return nil, errors.New("openbao: client_cert and client_key go together: set both or neither")
+	}
+	if cfg.ClientCert != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.ClientCert, cfg.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("openbao: loading client_cert/client_key: %w", err)
+		}
+		t.Certificates = []tls.Certificate{pair}
+	}
+	return t, nil
+}

@@ -41,6 +41,8 @@ type conn struct {
 	// listed are the warden certificates offered on this connection; a
 	// bound connection may sign only with those.
 	listed map[string]bool
+	// target is the last target a certificate was listed for.
+	target *target
 
 	mu     sync.Mutex // guards up
 	up     *upstream

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 )
 
 // Extensions warden adds to the agent protocol (PROTOCOL.agent §
@@ -116,4 +117,35 @@ func jsonReply(v any) ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte{msgSuccess}, b...), nil
+}
+
+// IsWarden reports whether the agent on socket is a warden-agent: it
+// lists ExtHint in its answer to the "query" extension. Used to refuse an
+// upstream that would loop back into warden.
+func IsWarden(socket string, timeout time.Duration) bool {
+	c, err := net.DialTimeout("unix", socket, timeout)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	reply, err := agent.NewClient(struct {
+		io.Reader
+		io.Writer
+	}{c, c}).Extension(extQuery, nil)
+	if err != nil || len(reply) == 0 {
+		return false
+	}
+	rest := reply[1:]
+	for len(rest) > 0 {
+		var name []byte
+		var ok bool
+		if name, rest, ok = parseString(rest); !ok {
+			return false
+		}
+		if string(name) == ExtHint {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -150,13 +151,45 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// sameFile reports whether two socket paths name the same file, before
+// either may exist: other spellings ("d/../d/agent.sock") and symlinks,
+// dangling ones included, are resolved.
 func sameFile(a, b string) bool {
-	if a == b {
+	ca, cb := canonicalPath(a), canonicalPath(b)
+	if ca == cb {
 		return true
 	}
 	fa, err1 := os.Stat(a)
 	fb, err2 := os.Stat(b)
 	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
+// canonicalPath follows symlinks at p itself (even to a file that does not
+// exist yet) and in its directory.
+func canonicalPath(p string) string {
+	for i := 0; i < 40; i++ { // ELOOP bound, as the kernel's
+		fi, err := os.Lstat(p)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			break
+		}
+		target, err := os.Readlink(p)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(p), target)
+		}
+		p = target
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	dir, base := filepath.Split(abs)
+	if d, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = d
+	}
+	return filepath.Join(dir, base)
 }
 
 // Cache exposes the certificate cache (for status and reload handling).

@@ -215,6 +215,7 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 		c.s.log.Debug("no certificate for this connection", "conn", c.id, "why", why)
 		return nil
 	}
+	c.target = t
 	if !t.bound {
 		// Without session-bind the target is not proven, so nothing new is
 		// issued; a certificate the hint already obtained may be listed.
@@ -262,6 +263,9 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	f["session_id_hash"] = sessionIDHash(ua.SessionID)
 	if !bytes.Equal(ua.PublicKey, blob) {
 		return deny("the login request names another key")
+	}
+	if t := c.target; t != nil && t.route.Name == e.Key.Route && t.host != "" {
+		f["host"] = t.host
 	}
 	route := s.cfg.Catalog().RouteByName(e.Key.Route)
 	if route == nil {

@@ -182,6 +182,7 @@ type PrincipalError struct {
 	Allowed []string
 }
 
+// Error names the route, the refused user and the users it allows.
 func (e *PrincipalError) Error() string {
 	return fmt.Sprintf("route %s does not allow user %s (allowed: %s)", e.Route, e.User, strings.Join(e.Allowed, ", "))
 }

@@ -59,6 +59,11 @@ func commands() []*cli.Command {
 		envCommand(),
 		sshConfigCommand(),
 		caCommand(),
+		activityCommand(),
+		routeCommand(),
+		catalogCommand(),
+		policyCommand(),
+		driftCommand(),
 	}
 	for _, c := range cmds {
 		addGlobalFlags(c)

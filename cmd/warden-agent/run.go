@@ -44,6 +44,11 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 }
 
 func runAgent(c *cli.Context) error {
+	// Catch signals before the socket exists: a SIGTERM sent as soon as the
+	// banner appears must still stop the agent cleanly.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
@@ -71,6 +76,9 @@ func runAgent(c *cli.Context) error {
 	if upstream == "none" {
 		upstream = ""
 	}
+	if upstream != "" && agentproxy.IsWarden(upstream, 2*time.Second) {
+		return fmt.Errorf("upstream agent %s is a warden-agent, not your own agent; start warden-agent with the SSH_AUTH_SOCK of your real agent, or --upstream none", upstream)
+	}
 
 	iss, closeIssuer, err := newIssuer(cfg, logger)
 	if err != nil {
@@ -78,10 +86,6 @@ func runAgent(c *cli.Context) error {
 	}
 	defer closeIssuer()
 
-	cat, err := initialCatalog(cfg)
-	if err != nil {
-		return err
-	}
 	known, err := catalog.LoadKnownHosts(cfg.KnownHosts...)
 	if err != nil {
 		return fmt.Errorf("known_hosts: %w", err)
@@ -91,10 +95,20 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	defer closeAudit()
+	hooks := &reloadHooks{record: func(event string, fields map[string]any) {
+		logger.Info(event, "path", fields["path"], "error", fields["error"])
+		_ = rec.Record(context.Background(), event, fields)
+	}}
+	src, err := openSources(cfg, logger, hooks)
+	if err != nil {
+		return err
+	}
+	defer src.close()
 
 	srv, err := agentproxy.New(agentproxy.Config{
 		Issuer:       iss,
-		Catalog:      func() *catalog.Catalog { return cat },
+		Catalog:      src.catalog,
+		Authorize:    src.authorizer(),
 		KnownHosts:   func() *catalog.KnownHosts { return known },
 		Recorder:     rec,
 		Logger:       logger,
@@ -106,6 +120,7 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	hooks.cache = srv.Cache
 
 	ln, err := agentproxy.SystemdListener()
 	if err != nil {
@@ -123,14 +138,13 @@ func runAgent(c *cli.Context) error {
 		ln.Close()
 		return err
 	}
+	catHash, polHash := src.hashes()
 	_ = rec.Record(context.Background(), "agent.start", map[string]any{
 		"version": version, "pid": os.Getpid(), "socket": cfg.Socket, "issuer": iss.Kind(),
 		"issuer_address": iss.Address(), "config": cfg.path, "upstream": upstream,
+		"catalog": cfg.Catalog.Path, "catalog_hash": catHash, "policy": cfg.Policy.Path, "policy_hash": polHash,
 	})
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	for {
@@ -139,8 +153,11 @@ func runAgent(c *cli.Context) error {
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				logger.Info("SIGHUP: reopening the audit log")
+				logger.Info("SIGHUP: reopening the audit log, reloading catalog and policy")
 				rec.Reopen()
+				if err := src.reload(); err != nil {
+					logger.Warn("reload refused; the last good version stays in force", "err", err)
+				}
 				continue
 			}
 			logger.Info("stopping", "signal", sig.String())

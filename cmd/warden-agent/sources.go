@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/netkingdom/ops-warden/agentproxy"
+	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/internal/filewatch"
+	"github.com/netkingdom/ops-warden/policy"
+	"github.com/netkingdom/ops-warden/signer"
+)
+
+// sources holds the catalog and the policy in force. Files are watched
+// and reloaded; a bad version is refused and the last good one stays.
+type sources struct {
+	inline   *catalog.Catalog // agent.yaml's routes or the default route
+	catStore *catalog.Store   // nil when no catalog file is configured
+	polStore *policy.Store    // nil: the catalog alone decides
+	log      *slog.Logger
+}
+
+// reloadEvent converts the catalog's and the policy's event (the same
+// fields) to one type.
+func reloadEvent[E catalog.Event | policy.Event](e E) filewatch.Event {
+	switch v := any(e).(type) {
+	case catalog.Event:
+		return filewatch.Event{Kind: v.Kind, Path: v.Path, Hash: v.Hash, Err: v.Err, At: v.At}
+	case policy.Event:
+		return filewatch.Event{Kind: v.Kind, Path: v.Path, Hash: v.Hash, Err: v.Err, At: v.At}
+	}
+	return filewatch.Event{}
+}
+
+// reloadHooks receive reload events once the agent is up.
+type reloadHooks struct {
+	record func(event string, fields map[string]any)
+	cache  func() *signer.Cache
+}
+
+func openSources(cfg *Config, log *slog.Logger, hooks *reloadHooks) (*sources, error) {
+	s := &sources{log: log}
+	inline, err := initialCatalog(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.inline = inline
+	if cfg.Catalog.Path != "" {
+		s.catStore, err = catalog.NewStore(cfg.Catalog.Path, log, func(e catalog.Event) { s.onEvent("catalog", reloadEvent(e), hooks) })
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Policy.Path != "" {
+		s.polStore, err = policy.NewStore(cfg.Policy.Path, log, func(e policy.Event) { s.onEvent("policy", reloadEvent(e), hooks) })
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// onEvent writes catalog.reloaded / policy.reload_failed and friends, and
+// drops cached certificates the new version no longer allows.
+func (s *sources) onEvent(kind string, e filewatch.Event, hooks *reloadHooks) {
+	failed := e.Kind == filewatch.KindReloadFailed
+	fields := map[string]any{"path": e.Path, "hash": e.Hash}
+	event := kind + ".reloaded"
+	if failed {
+		event = kind + ".reload_failed"
+		if e.Err != nil {
+			fields["error"] = e.Err.Error()
+		}
+	}
+	if !failed && hooks.cache != nil {
+		if c := hooks.cache(); c != nil {
+			fields["dropped_certificates"] = c.Drop(func(en *signer.Entry) bool { return !s.stillAllowed(en) })
+		}
+	}
+	if hooks.record != nil {
+		hooks.record(event, fields)
+	}
+}
+
+// stillAllowed reports whether a cached certificate's route still exists
+// and still allows its principal, and the policy does not deny it.
+func (s *sources) stillAllowed(e *signer.Entry) bool {
+	r := s.catalog().RouteByName(e.Key.Route)
+	if r == nil {
+		return false
+	}
+	if r.Principal != "" {
+		if r.Principal != e.Key.Principal {
+			return false
+		}
+	} else if !slices.Contains(r.Principals, e.Key.Principal) {
+		return false
+	}
+	if s.polStore != nil {
+		d := s.polStore.Current().Evaluate(policy.Input{Subject: localUser(), Principal: e.Key.Principal, Route: r.Name, Bound: true})
+		return d.Effect != policy.EffectDeny
+	}
+	return true
+}
+
+func (s *sources) catalog() *catalog.Catalog {
+	if s.catStore != nil {
+		return s.catStore.Current()
+	}
+	return s.inline
+}
+
+// authorizer adapts the policy to the agent; nil without a policy file.
+func (s *sources) authorizer() agentproxy.Authorizer {
+	if s.polStore == nil {
+		return nil
+	}
+	deps := policy.DecideDeps{Askpass: os.Getenv("SSH_ASKPASS"), Logger: s.log}
+	return func(ctx context.Context, req agentproxy.AuthRequest) agentproxy.AuthDecision {
+		callers := make([]policy.Caller, len(req.Callers))
+		for i, p := range req.Callers {
+			callers[i] = policy.Caller{Pid: p.Pid, Exe: p.Exe, Name: p.Name}
+		}
+		d := s.polStore.Current().Decide(ctx, policy.Input{
+			Subject: req.Subject, Principal: req.Principal, Host: req.Host, Route: req.Route,
+			Callers: callers, Forwarded: req.Forwarded, Bound: req.Bound,
+		}, deps)
+		reason := d.Reason
+		if d.GateReason != "" && reason == "" {
+			reason = d.GateReason
+		}
+		return agentproxy.AuthDecision{Allow: d.Effect == policy.EffectAllow, Rule: d.Rule, Reason: reason, MaxTTL: time.Duration(d.MaxTTL)}
+	}
+}
+
+// hashes are the catalog and policy versions in force, for agent.start.
+func (s *sources) hashes() (cat, pol string) {
+	if s.catStore != nil {
+		cat = s.catStore.Hash()
+	}
+	if s.polStore != nil {
+		pol = s.polStore.Hash()
+	}
+	return cat, pol
+}
+
+// reload re-reads both files (SIGHUP).
+func (s *sources) reload() error {
+	var errs []error
+	if s.catStore != nil {
+		errs = append(errs, s.catStore.Reload())
+	}
+	if s.polStore != nil {
+		errs = append(errs, s.polStore.Reload())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *sources) close() {
+	if s.catStore != nil {
+		s.catStore.Close()
+	}
+	if s.polStore != nil {
+		s.polStore.Close()
+	}
+}
+
+// roleReaderFor is the OpenBao client `warden-agent drift` reads roles with.
+func roleReaderFor(c *cli.Context) (catalog.RoleReader, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Signer.Kind != "openbao" {
+		return nil, errors.New("drift compares routes with OpenBao roles: set signer.kind: openbao in agent.yaml (see docs/openbao.md)")
+	}
+	iss, _, err := newOpenBaoIssuer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	return openBaoRoles{iss.(*signer.OpenBao)}, nil
+}
+
+type openBaoRoles struct{ b *signer.OpenBao }
+
+func (o openBaoRoles) ReadRole(ctx context.Context, mount, role string) (catalog.RoleInfo, error) {
+	r, err := o.b.ReadRole(ctx, mount, role)
+	if err != nil {
+		return catalog.RoleInfo{}, err
+	}
+	return catalog.RoleInfo{AllowedUsers: r.AllowedUsers, DefaultUser: r.DefaultUser}, nil
+}

@@ -67,7 +67,7 @@ func TestListenRefusesLiveSocketAndRemovesStaleOne(t *testing.T) {
 
 func TestOversizedMessageClosesConnection(t *testing.T) {
 	env := startServer(t, nil)
-	c, _ := dial(t, env.socket)
+	c := dialRaw(t, env.socket)
 	var hdr [4]byte
 	binary.BigEndian.PutUint32(hdr[:], 300<<10)
 	c.Write(hdr[:])
@@ -104,7 +104,7 @@ func rawCall(t *testing.T, c net.Conn, msg []byte) []byte {
 
 func TestMalformedMessagesGetFailureAndConnectionStaysUsable(t *testing.T) {
 	env := startServer(t, nil)
-	c, _ := dial(t, env.socket)
+	c := dialRaw(t, env.socket)
 	for _, msg := range [][]byte{
 		{0xff, 1, 2, 3},      // unknown type
 		{13, 0, 0, 0, 99, 1}, // sign request with a truncated key blob

@@ -62,15 +62,24 @@ var (
 )
 
 func (s *Server) newConn(nc *net.UnixConn, p Peer) *conn {
+	id := s.newID()
+	// An ssh process that sent a hint continues the hint's id, so the
+	// hint, its issuance, the bind and every signature of one login share
+	// a connection id in the audit log.
+	if start, err := startTime(s.cfg.ProcRoot, p.Pid); err == nil {
+		if h := s.hints.get(p.Pid, start, s.cfg.Now()); h != nil {
+			id = h.id
+		}
+	}
+	return &conn{s: s, nc: nc, id: id, peer: p, listed: map[string]bool{}}
+}
+
+// newID makes a connection id: a counter for humans, random bits so ids
+// from different agent runs do not collide in OpenBao's audit log.
+func (s *Server) newID() string {
 	var b [6]byte
 	rand.Read(b[:])
-	return &conn{
-		s:      s,
-		nc:     nc,
-		id:     fmt.Sprintf("c%d-%s", s.nextConn.Add(1), hex.EncodeToString(b[:])),
-		peer:   p,
-		listed: map[string]bool{},
-	}
+	return fmt.Sprintf("c%d-%s", s.nextConn.Add(1), hex.EncodeToString(b[:]))
 }
 
 func (c *conn) serve() {
@@ -192,16 +201,23 @@ func (c *conn) List() ([]*agent.Key, error) {
 			})
 		}
 	}
+	// An answer already in is taken even when the issuance used up the
+	// deadline; select alone would pick between the two at random.
+	var r upResult
 	select {
-	case r := <-upCh:
-		if r.err != nil && !errors.Is(r.err, errNoUpstream) {
-			c.s.log.Warn("upstream agent unavailable; listing warden keys only", "conn", c.id, "err", r.err)
+	case r = <-upCh:
+	default:
+		select {
+		case r = <-upCh:
+		case <-ctx.Done():
+			c.s.log.Warn("upstream agent did not answer within the list deadline", "conn", c.id)
+			return keys, nil
 		}
-		keys = append(keys, r.keys...)
-	case <-ctx.Done():
-		c.s.log.Warn("upstream agent did not answer within the list deadline", "conn", c.id)
 	}
-	return keys, nil
+	if r.err != nil && !errors.Is(r.err, errNoUpstream) {
+		c.s.log.Warn("upstream agent unavailable; listing warden keys only", "conn", c.id, "err", r.err)
+	}
+	return append(keys, r.keys...), nil
 }
 
 // Sign is SignWithFlags without flags.

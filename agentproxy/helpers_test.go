@@ -156,6 +156,19 @@ func startServer(t testing.TB, mod func(*Config, *catalog.Catalog)) *testEnv {
 	return env
 }
 
+// dialRaw connects without an agent client: x/crypto's client starts a
+// reader goroutine on a net.Conn, which would take replies meant for a
+// test reading the connection itself.
+func dialRaw(t testing.TB, socket string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func dial(t testing.TB, socket string) (net.Conn, agent.ExtendedAgent) {
 	t.Helper()
 	c, err := net.Dial("unix", socket)

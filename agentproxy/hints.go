@@ -8,6 +8,8 @@ import (
 // hint is what `warden-agent hint` told us about one ssh process.
 type hint struct {
 	HintRequest
+	// id is the connection id the ssh process's connection will carry.
+	id string
 	// start is the ssh process's start time, so a reused pid does not
 	// inherit another process's hint.
 	start uint64

@@ -356,11 +356,16 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	if err != nil {
 		return jsonReply(HintReply{Error: fmt.Sprintf("no process with pid %d", req.SSHPid)})
 	}
-	h := &hint{HintRequest: req, start: start, at: s.cfg.Now()}
+	h := &hint{HintRequest: req, id: s.newID(), start: start, at: s.cfg.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
 	defer cancel()
-	_ = s.record(ctx, evHint, map[string]any{"conn": c.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
+	_ = s.record(ctx, evHint, map[string]any{"conn": h.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
 
+	if s.isLocked() {
+		h.refused = "agent is locked"
+		s.hints.put(h)
+		return jsonReply(HintReply{Error: "the agent is locked; unlock it with ssh-add -X"})
+	}
 	r := s.cfg.Catalog().RouteForHost(req.Host)
 	if r == nil {
 		s.hints.put(h)
@@ -379,7 +384,7 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		return jsonReply(reply)
 	}
 	t := &target{route: r, principal: p, user: req.User, host: req.Host, source: "hint", bound: true,
-		callers: processChain(s.cfg.ProcRoot, req.SSHPid), connID: c.id, caller: c.caller()}
+		callers: processChain(s.cfg.ProcRoot, req.SSHPid), connID: h.id, caller: c.caller()}
 	e, err := s.obtain(ctx, t)
 	if err != nil {
 		var pd *PolicyDeniedError

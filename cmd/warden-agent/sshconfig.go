@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 )
@@ -39,13 +38,12 @@ Match final exec "%s hint --socket %s --ssh-pid $PPID --user %%r --host %%h --po
 }
 
 // selfPath is the absolute path of this binary, for the Match exec line.
+// Symlinks are kept: a package manager's versioned target disappears on
+// upgrade, the link does not.
 func selfPath() string {
 	exe, err := os.Executable()
 	if err != nil {
 		return "warden-agent"
-	}
-	if p, err := filepath.EvalSymlinks(exe); err == nil {
-		return p
 	}
 	return exe
 }

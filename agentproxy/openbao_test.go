@@ -486,7 +486,7 @@ func TestOpenBaoOutageFallsBackToUpstreamKeys(t *testing.T) {
 	const listDeadline = 2 * time.Second
 	cases := []struct {
 		name string
-		// break makes the server unusable and returns the address to use
+		// brk makes the server unusable and returns the address to use
 		// and the function that repairs it.
 		brk  func(t *testing.T, fake *openbaotest.Server) (addr string, repair func())
 		want string // in the cert.issue_failed error

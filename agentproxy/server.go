@@ -146,7 +146,11 @@ func New(cfg Config) (*Server, error) {
 		log:   cfg.Logger,
 		hints: newHintStore(),
 		conns: map[*conn]struct{}{},
-		cache: signer.NewCache(signer.CacheOptions{Now: cfg.Now, IssueTimeout: cfg.ListDeadline}),
+		// The issuance ends a little before the List deadline, so a waiter
+		// gets the issuer's own error (which names the address and what
+		// happened) rather than its own bare deadline, and the upstream
+		// keys still make it into the list.
+		cache: signer.NewCache(signer.CacheOptions{Now: cfg.Now, IssueTimeout: issueTimeout(cfg.ListDeadline)}),
 	}
 	return s, nil
 }
@@ -154,6 +158,12 @@ func New(cfg Config) (*Server, error) {
 // sameFile reports whether two socket paths name the same file, before
 // either may exist: other spellings ("d/../d/agent.sock") and symlinks,
 // dangling ones included, are resolved.
+// issueTimeout leaves a tenth of the List deadline (at least 100ms, at
+// most 1s) for the answer to travel back.
+func issueTimeout(listDeadline time.Duration) time.Duration {
+	return listDeadline - min(max(listDeadline/10, 100*time.Millisecond), time.Second)
+}
+
 func sameFile(a, b string) bool {
 	ca, cb := canonicalPath(a), canonicalPath(b)
 	if ca == cb {
@@ -217,7 +227,16 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			return err
 		}
 		backoff = 0
+		// Add under connMu and only while not stopping, so no Add races
+		// Shutdown's Wait.
+		s.connMu.Lock()
+		if s.stopping.Load() {
+			s.connMu.Unlock()
+			c.Close()
+			return nil
+		}
 		s.wg.Add(1)
+		s.connMu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			s.handle(c)
@@ -265,8 +284,8 @@ func (s *Server) handle(uc *net.UnixConn) {
 // requests in flight finish, and closes idle connections. It returns when
 // every connection is closed or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopping.Store(true)
 	s.connMu.Lock()
+	s.stopping.Store(true)
 	for c := range s.conns {
 		c.stop()
 	}

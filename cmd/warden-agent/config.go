@@ -78,10 +78,23 @@ func globalFlags() []cli.Flag {
 	}
 }
 
+// globalString reads a global flag (--config, --socket) wherever it was
+// given: before the command name (the app's flag set) or after it (the
+// command's own copy). c.String alone would stop at the command's unset
+// copy.
+func globalString(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet(name) {
+			return ctx.String(name)
+		}
+	}
+	return ""
+}
+
 // loadConfig reads --config (an error if it is missing) or the default
 // agent.yaml (optional), then fills in defaults.
 func loadConfig(c *cli.Context) (*Config, error) {
-	path := c.String("config")
+	path := globalString(c, "config")
 	explicit := path != ""
 	if !explicit {
 		path = filepath.Join(configDir(), "agent.yaml")
@@ -101,7 +114,7 @@ func loadConfig(c *cli.Context) (*Config, error) {
 		}
 		cfg.path = path
 	}
-	if s := c.String("socket"); s != "" {
+	if s := globalString(c, "socket"); s != "" {
 		cfg.Socket = s
 	}
 	if cfg.Socket == "" {

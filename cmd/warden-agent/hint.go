@@ -27,7 +27,7 @@ func hintCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the agent", Value: 15 * time.Second},
 		},
 		Action: func(c *cli.Context) error {
-			socket := c.String("socket")
+			socket := globalString(c, "socket")
 			if socket == "" {
 				socket = defaultSocketPath()
 			}

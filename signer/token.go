@@ -99,7 +99,9 @@ func (t *tokenManager) acquire(ctx context.Context) error {
 	case t.sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("openbao: waiting for the token: %w", ctx.Err())
+		// Another request is obtaining the token from a server that has not
+		// answered: say which server, as that request's own error does.
+		return &UnavailableError{Address: t.o.Address(), Reason: ReasonTimeout, Timeout: t.o.cfg.timeout, Err: ctx.Err()}
 	}
 }
 

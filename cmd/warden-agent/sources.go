@@ -26,18 +26,6 @@ type sources struct {
 	log      *slog.Logger
 }
 
-// reloadEvent converts the catalog's and the policy's event (the same
-// fields) to one type.
-func reloadEvent[E catalog.Event | policy.Event](e E) filewatch.Event {
-	switch v := any(e).(type) {
-	case catalog.Event:
-		return filewatch.Event{Kind: v.Kind, Path: v.Path, Hash: v.Hash, Err: v.Err, At: v.At}
-	case policy.Event:
-		return filewatch.Event{Kind: v.Kind, Path: v.Path, Hash: v.Hash, Err: v.Err, At: v.At}
-	}
-	return filewatch.Event{}
-}
-
 // reloadHooks receive reload events once the agent is up.
 type reloadHooks struct {
 	record func(event string, fields map[string]any)
@@ -52,13 +40,13 @@ func openSources(cfg *Config, log *slog.Logger, hooks *reloadHooks) (*sources, e
 	}
 	s.inline = inline
 	if cfg.Catalog.Path != "" {
-		s.catStore, err = catalog.NewStore(cfg.Catalog.Path, log, func(e catalog.Event) { s.onEvent("catalog", reloadEvent(e), hooks) })
+		s.catStore, err = catalog.NewStore(cfg.Catalog.Path, log, func(e catalog.Event) { s.onEvent("catalog", e, hooks) })
 		if err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Policy.Path != "" {
-		s.polStore, err = policy.NewStore(cfg.Policy.Path, log, func(e policy.Event) { s.onEvent("policy", reloadEvent(e), hooks) })
+		s.polStore, err = policy.NewStore(cfg.Policy.Path, log, func(e policy.Event) { s.onEvent("policy", e, hooks) })
 		if err != nil {
 			s.close()
 			return nil, err

@@ -96,11 +96,7 @@ func catalogPromoteCheck(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit("usage: warden-agent catalog promote-check LANE", 2)
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	cat, err := catalogFor(cfg)
+	_, cat, err := loadCatalog(c)
 	if err != nil {
 		return err
 	}

@@ -30,11 +30,7 @@ func driftCommand() *cli.Command {
 }
 
 func driftAction(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	cat, err := catalogFor(cfg)
+	_, cat, err := loadCatalog(c)
 	if err != nil {
 		return err
 	}

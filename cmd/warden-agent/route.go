@@ -72,6 +72,16 @@ func catalogFor(cfg *Config) (*catalog.Catalog, error) {
 	return initialCatalog(cfg)
 }
 
+// loadCatalog reads agent.yaml and the catalog it names.
+func loadCatalog(c *cli.Context) (*Config, *catalog.Catalog, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	cat, err := catalogFor(cfg)
+	return cfg, cat, err
+}
+
 // policyFor is the policy the agent would use: the policy file, or the
 // built-in allow-all policy when none is configured.
 func policyFor(cfg *Config) (*policy.Policy, error) {
@@ -93,11 +103,7 @@ func routeAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return cli.Exit("usage: warden-agent route TARGET (ssh://user@host or a lane need such as db-password)", 2)
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	cat, err := catalogFor(cfg)
+	cfg, cat, err := loadCatalog(c)
 	if err != nil {
 		return err
 	}

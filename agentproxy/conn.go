@@ -417,6 +417,8 @@ func (c *conn) Extension(name string, contents []byte) ([]byte, error) {
 		return queryReply(), nil
 	case ExtHint:
 		return c.hint(contents)
+	case ExtStatus:
+		return c.status()
 	}
 	if strings.HasSuffix(name, "@ops-warden.netkingdom") {
 		return nil, agent.ErrExtensionUnsupported
@@ -432,7 +434,7 @@ func (c *conn) Extension(name string, contents []byte) ([]byte, error) {
 // extension: SSH_AGENT_SUCCESS then one string per extension).
 func queryReply() []byte {
 	out := []byte{msgSuccess}
-	for _, n := range []string{extQuery, extSessionBind, ExtHint} {
+	for _, n := range []string{extQuery, extSessionBind, ExtHint, ExtStatus} {
 		out = append(out, ssh.Marshal(struct{ S string }{n})...)
 	}
 	return out

@@ -86,6 +86,11 @@ type Config struct {
 	LocalUser string
 	// ProcRoot is /proc (tests may point elsewhere).
 	ProcRoot string
+	// Version is reported by status.
+	Version string
+	// StatusExtra adds the wiring's view (issuer, catalog, policy, audit)
+	// to status; it must answer from memory.
+	StatusExtra func(ctx context.Context) any
 }
 
 // Server serves the agent protocol on one or more listeners.
@@ -95,6 +100,7 @@ type Server struct {
 	cache *signer.Cache
 	hints *hintStore
 
+	started  time.Time
 	nextConn atomic.Uint64
 	stopping atomic.Bool
 
@@ -142,10 +148,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("upstream agent %s is warden's own socket; start warden-agent with the SSH_AUTH_SOCK of your real agent or --upstream none", cfg.Upstream)
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		hints: newHintStore(),
-		conns: map[*conn]struct{}{},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		started: cfg.Now(),
+		hints:   newHintStore(),
+		conns:   map[*conn]struct{}{},
 		// The issuance ends a little before the List deadline, so a waiter
 		// gets the issuer's own error (which names the address and what
 		// happened) rather than its own bare deadline, and the upstream

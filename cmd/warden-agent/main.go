@@ -59,6 +59,7 @@ func commands() []*cli.Command {
 		envCommand(),
 		sshConfigCommand(),
 		caCommand(),
+		statusCommand(),
 		activityCommand(),
 		routeCommand(),
 		catalogCommand(),

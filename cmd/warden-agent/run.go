@@ -104,6 +104,12 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	defer src.close()
+	health := &healthSampler{}
+	if hc, ok := iss.(healthChecker); ok {
+		hctx, stopHealth := context.WithCancel(context.Background())
+		defer stopHealth()
+		go health.sample(hctx, hc, 30*time.Second)
+	}
 
 	srv, err := agentproxy.New(agentproxy.Config{
 		Issuer:       iss,
@@ -116,6 +122,8 @@ func runAgent(c *cli.Context) error {
 		SocketPath:   cfg.Socket,
 		ListDeadline: time.Duration(cfg.ListDeadline),
 		LocalUser:    localUser(),
+		Version:      version,
+		StatusExtra:  statusExtra(iss, health, src, rec),
 	})
 	if err != nil {
 		return err

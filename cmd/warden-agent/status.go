@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/netkingdom/ops-warden/agentproxy"
+	"github.com/netkingdom/ops-warden/signer"
+)
+
+// wiringStatus is the part of status the command wiring knows: the
+// issuer, the catalog and policy files, and the audit log.
+type wiringStatus struct {
+	Issuer  issuerStatus `json:"issuer"`
+	Catalog fileStatus   `json:"catalog"`
+	Policy  fileStatus   `json:"policy"`
+	Audit   auditStatus  `json:"audit"`
+}
+
+type issuerStatus struct {
+	Kind    string `json:"kind"`
+	Address string `json:"address"`
+	// Health is active, standby, sealed, unreachable… (sampled in the
+	// background), or "local" for the local CA.
+	Health      string    `json:"health"`
+	HealthError string    `json:"health_error,omitempty"`
+	CheckedAt   time.Time `json:"checked_at,omitzero"`
+	TokenSource string    `json:"token_source,omitempty"`
+	TokenTTLSec int64     `json:"token_ttl_seconds,omitempty"`
+	Renewable   bool      `json:"token_renewable,omitempty"`
+}
+
+type fileStatus struct {
+	Path      string    `json:"path,omitempty"`
+	Hash      string    `json:"hash,omitempty"`
+	LoadedAt  time.Time `json:"loaded_at,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+type auditStatus struct {
+	Path        string `json:"path"`
+	Size        int64  `json:"size"`
+	Seq         uint64 `json:"seq"`
+	Head        string `json:"head"`
+	Unavailable bool   `json:"unavailable"`
+	LastError   string `json:"last_error,omitempty"`
+}
+
+// healthSampler checks the issuer's health in the background, so status
+// answers from memory and never waits on OpenBao.
+type healthSampler struct {
+	mu        sync.Mutex // guards the fields below
+	state     string
+	err       string
+	checkedAt time.Time
+}
+
+// healthChecker is what an issuer with a health endpoint offers.
+type healthChecker interface {
+	Health(ctx context.Context) (signer.HealthState, error)
+}
+
+// sample runs until ctx ends.
+func (h *healthSampler) sample(ctx context.Context, hc healthChecker, every time.Duration) {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		state, err := hc.Health(cctx)
+		cancel()
+		h.mu.Lock()
+		h.state, h.err, h.checkedAt = string(state), "", time.Now()
+		if err != nil {
+			h.err = err.Error()
+		}
+		h.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (h *healthSampler) get() (string, string, time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state, h.err, h.checkedAt
+}
+
+// statusExtra builds the wiring's status from memory.
+func statusExtra(iss signer.Issuer, health *healthSampler, src *sources, rec auditRecorder) func(context.Context) any {
+	return func(context.Context) any {
+		w := wiringStatus{Issuer: issuerStatus{Kind: iss.Kind(), Address: iss.Address(), Health: "local"}}
+		if ob, ok := iss.(*signer.OpenBao); ok {
+			w.Issuer.Health, w.Issuer.HealthError, w.Issuer.CheckedAt = health.get()
+			if w.Issuer.Health == "" {
+				w.Issuer.Health = "unknown"
+			}
+			ti := ob.TokenInfo()
+			w.Issuer.TokenSource, w.Issuer.TokenTTLSec, w.Issuer.Renewable = ti.Source, int64(ti.TTL.Seconds()), ti.Renewable
+		}
+		if src.catStore != nil {
+			w.Catalog = fileStatusOf(src.catStore.Path(), src.catStore.Hash(), src.catStore.LoadedAt(), src.catStore.LastError())
+		}
+		if src.polStore != nil {
+			w.Policy = fileStatusOf(src.polStore.Path(), src.polStore.Hash(), src.polStore.LoadedAt(), src.polStore.LastError())
+		}
+		a := rec.log.Status()
+		w.Audit = auditStatus{Path: a.Path, Size: a.Size, Seq: a.Seq, Head: a.Head, Unavailable: a.Unavailable, LastError: a.LastError}
+		return w
+	}
+}
+
+func fileStatusOf(path, hash string, loaded time.Time, err error) fileStatus {
+	f := fileStatus{Path: path, Hash: hash, LoadedAt: loaded}
+	if err != nil {
+		f.LastError = err.Error()
+	}
+	return f
+}
+
+// statusReply is agentproxy.Status with the wiring's part decoded.
+type statusReply struct {
+	agentproxy.Status
+	Extra wiringStatus `json:"extra"`
+}
+
+// Exit codes of `warden-agent status`.
+const (
+	statusHealthy  = 0
+	statusDegraded = 1
+	statusDown     = 2
+)
+
+// tokenWarning is how close to expiry a token makes the agent degraded.
+const tokenWarning = 10 * time.Minute
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the running agent's state (exit 0 healthy, 1 degraded, 2 not running)",
+		UsageText: "warden-agent status [--json | --quiet]\n\nExamples:\n" +
+			"   warden-agent status\n" +
+			"   warden-agent status --quiet || alert   # health check",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print the state as one JSON object"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing; only set the exit code"},
+		},
+		Action: func(c *cli.Context) error {
+			socket := globalString(c, "socket")
+			if socket == "" {
+				cfg, err := loadConfig(c)
+				if err != nil {
+					return err
+				}
+				socket = cfg.Socket
+			}
+			var st statusReply
+			err := agentproxy.CallExtension(socket, agentproxy.ExtStatus, struct{}{}, &st, 5*time.Second)
+			if errors.Is(err, agentproxy.ErrNoAgent) {
+				msg := fmt.Sprintf("warden-agent is not running on %s; start it with `warden-agent run` (or `systemctl --user start warden-agent`)", socket)
+				if c.Bool("quiet") {
+					msg = ""
+				}
+				return cli.Exit(msg, statusDown)
+			}
+			if err != nil {
+				return cli.Exit(err.Error(), statusDown)
+			}
+			problems := st.problems()
+			switch {
+			case c.Bool("quiet"):
+			case c.Bool("json"):
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(struct {
+					statusReply
+					Healthy  bool     `json:"healthy"`
+					Problems []string `json:"problems"`
+				}{st, len(problems) == 0, problems}); err != nil {
+					return err
+				}
+			default:
+				st.print(c.App.Writer, problems)
+			}
+			if len(problems) > 0 {
+				return cli.Exit("", statusDegraded)
+			}
+			return nil
+		},
+	}
+}
+
+// problems lists what makes the agent degraded.
+func (st *statusReply) problems() []string {
+	var p []string
+	if st.Upstream.Path != "" && !st.Upstream.Reachable {
+		p = append(p, "upstream agent unreachable: "+st.Upstream.Error)
+	}
+	is := st.Extra.Issuer
+	switch is.Health {
+	case "local", "active", "standby", "perfstandby":
+	default:
+		p = append(p, fmt.Sprintf("issuer %s is %s %s", is.Address, is.Health, is.HealthError))
+	}
+	if is.TokenSource != "" && is.TokenTTLSec > 0 && time.Duration(is.TokenTTLSec)*time.Second < tokenWarning {
+		p = append(p, fmt.Sprintf("OpenBao token (%s) expires in %s", is.TokenSource, time.Duration(is.TokenTTLSec)*time.Second))
+	}
+	if st.Extra.Audit.Unavailable {
+		p = append(p, "audit log failing: "+st.Extra.Audit.LastError)
+	}
+	for name, f := range map[string]fileStatus{"catalog": st.Extra.Catalog, "policy": st.Extra.Policy} {
+		if f.LastError != "" {
+			p = append(p, fmt.Sprintf("%s reload refused (last good version in force): %s", name, f.LastError))
+		}
+	}
+	return p
+}
+
+func (st *statusReply) print(w io.Writer, problems []string) {
+	state := "healthy"
+	if len(problems) > 0 {
+		state = "DEGRADED"
+	}
+	fmt.Fprintf(w, "warden-agent %s  %s  pid %d  up %s\n", st.Version, state, st.Pid, time.Duration(st.UptimeSec)*time.Second)
+	fmt.Fprintf(w, "socket    %s%s\n", st.Socket, map[bool]string{true: "  (LOCKED)"}[st.Locked])
+	switch {
+	case st.Upstream.Path == "":
+		fmt.Fprintln(w, "upstream  none")
+	case st.Upstream.Reachable:
+		fmt.Fprintf(w, "upstream  %s  reachable, %d keys\n", st.Upstream.Path, st.Upstream.Keys)
+	default:
+		fmt.Fprintf(w, "upstream  %s  UNREACHABLE: %s\n", st.Upstream.Path, st.Upstream.Error)
+	}
+	is := st.Extra.Issuer
+	fmt.Fprintf(w, "issuer    %s %s  %s", is.Kind, is.Address, is.Health)
+	if is.TokenSource != "" {
+		fmt.Fprintf(w, "  token from %s, %s left, renewable %v", is.TokenSource, time.Duration(is.TokenTTLSec)*time.Second, is.Renewable)
+	}
+	fmt.Fprintln(w)
+	for name, f := range map[string]fileStatus{"catalog": st.Extra.Catalog, "policy": st.Extra.Policy} {
+		if f.Path == "" {
+			continue
+		}
+		fmt.Fprintf(w, "%-9s %s  loaded %s", name, f.Path, f.LoadedAt.Local().Format(time.DateTime))
+		if f.LastError != "" {
+			fmt.Fprintf(w, "  RELOAD REFUSED: %s", f.LastError)
+		}
+		fmt.Fprintln(w)
+	}
+	a := st.Extra.Audit
+	fmt.Fprintf(w, "audit     %s  %d bytes, seq %d, head %.16s", a.Path, a.Size, a.Seq, a.Head)
+	if a.Unavailable {
+		fmt.Fprintf(w, "  FAILING: %s", a.LastError)
+	}
+	fmt.Fprintln(w)
+	if len(st.UnboundRoutes) > 0 {
+		fmt.Fprintf(w, "routes without session-bind (tunnels): %s\n", strings.Join(st.UnboundRoutes, ", "))
+	}
+	if len(st.Certificates) == 0 {
+		fmt.Fprintln(w, "certificates: none cached")
+	} else {
+		fmt.Fprintln(w, "certificates:")
+		for _, cs := range st.Certificates {
+			fmt.Fprintf(w, "  %s  %s  serial %s  expires in %s\n", cs.Route, cs.Principal, cs.Serial, time.Duration(cs.ExpiresInSec)*time.Second)
+		}
+	}
+	k := st.Counters
+	fmt.Fprintf(w, "counters  issued %d  used %d  denied %d  upstream signatures %d  issuance failures %d\n",
+		k.Issued, k.Used, k.Denied, k.UpstreamSigned, k.IssueFailed)
+	for _, p := range problems {
+		fmt.Fprintf(w, "problem   %s\n", p)
+	}
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestE2EStatus: status against a running agent when healthy, with the
+// upstream agent down, and after a refused policy reload; --json parsed
+// field by field; exit 2 with a one-line hint when no agent runs.
+func TestE2EStatus(t *testing.T) {
+	needPrograms(t, "ssh", "ssh-agent", "ssh-add")
+	sshdPath(t)
+	user := loginUser(t)
+	e := newTestEnv(t)
+
+	// No agent yet: exit 2 and how to start it; --quiet prints nothing.
+	r := e.warden("status")
+	if r.code != 2 || !strings.Contains(r.stderr, "warden-agent run") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("status without an agent: %s", r)
+	}
+	if r := e.warden("status", "--quiet"); r.code != 2 || r.stdout+r.stderr != "" {
+		t.Fatalf("status --quiet without an agent: %s", r)
+	}
+
+	up := startSSHAgent(t, e)
+	policyPath := filepath.Join(e.dir, "policy.yaml")
+	if err := os.WriteFile(policyPath, []byte("rules:\n  - name: everyone\n    effect: allow\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(e.dir, "agent.yaml")
+	if err := os.WriteFile(cfgPath, []byte("policy:\n  path: "+policyPath+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, e, []string{"SSH_AUTH_SOCK=" + up.socket}, "--config", cfgPath)
+	s := startSSHD(t, a.ca)
+	e.mustLogin(e.sshConfig(s, a.socket), nil, user, "target")
+
+	// Healthy.
+	r = e.warden("status", "--config", cfgPath)
+	if r.code != 0 {
+		t.Fatalf("healthy status: %s", r)
+	}
+	for _, want := range []string{"healthy", "upstream  " + up.socket + "  reachable", "issuer    local", "default  " + user + "  serial", "issued 1  used 1", "policy"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	type statusJSON struct {
+		Healthy      bool     `json:"healthy"`
+		Problems     []string `json:"problems"`
+		Pid          int      `json:"pid"`
+		Socket       string   `json:"socket"`
+		Certificates []struct {
+			Route, Principal, Serial string
+			ExpiresInSeconds         int64 `json:"expires_in_seconds"`
+		} `json:"certificates"`
+		Counters struct{ Issued, Used uint64 } `json:"counters"`
+		Upstream struct {
+			Reachable bool
+			Keys      int
+		} `json:"upstream"`
+		Extra struct {
+			Issuer struct{ Kind, Health string } `json:"issuer"`
+			Policy struct {
+				Path, Hash string
+				LastError  string `json:"last_error"`
+			} `json:"policy"`
+			Audit struct {
+				Path string
+				Seq  uint64
+				Head string
+			} `json:"audit"`
+		} `json:"extra"`
+	}
+	var st statusJSON
+	decode := func() {
+		t.Helper()
+		st = statusJSON{} // Unmarshal leaves fields the answer omits
+		r := e.warden("status", "--json", "--config", cfgPath)
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, r)
+		}
+	}
+	decode()
+	switch {
+	case !st.Healthy, st.Pid != a.cmd.Process.Pid, st.Socket != a.socket:
+		t.Errorf("json: healthy=%v pid=%d socket=%s", st.Healthy, st.Pid, st.Socket)
+	case len(st.Certificates) != 1 || st.Certificates[0].Principal != user || st.Certificates[0].ExpiresInSeconds <= 0:
+		t.Errorf("json certificates: %+v", st.Certificates)
+	case st.Counters.Issued != 1 || st.Counters.Used != 1:
+		t.Errorf("json counters: %+v", st.Counters)
+	case !st.Upstream.Reachable || st.Upstream.Keys != 0:
+		t.Errorf("json upstream: %+v", st.Upstream)
+	case st.Extra.Issuer.Kind != "local" || st.Extra.Policy.Path != policyPath || len(st.Extra.Policy.Hash) != 64:
+		t.Errorf("json extra: %+v", st.Extra)
+	case st.Extra.Audit.Path != e.auditPath() || st.Extra.Audit.Seq == 0 || len(st.Extra.Audit.Head) != 64:
+		t.Errorf("json audit: %+v", st.Extra.Audit)
+	}
+
+	// A refused reload: degraded, exit 1, the error named.
+	if err := os.WriteFile(policyPath, []byte("rules:\n  - name: x\n    efect: allow\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { decode(); return st.Extra.Policy.LastError != "" }) {
+		t.Fatal("status never showed the refused policy reload")
+	}
+	if r := e.warden("status", "--config", cfgPath); r.code != 1 || !strings.Contains(r.stdout, "DEGRADED") || !strings.Contains(r.stdout, "policy.yaml:3") {
+		t.Errorf("status after a refused reload: %s", r)
+	}
+	os.WriteFile(policyPath, []byte("rules:\n  - name: everyone\n    effect: allow\n"), 0o600)
+	if !waitFor(5*time.Second, func() bool { decode(); return st.Extra.Policy.LastError == "" }) {
+		t.Fatal("status kept the reload error after a good version")
+	}
+
+	// Upstream down: degraded, exit 1, --quiet prints nothing.
+	up.kill()
+	r = e.warden("status", "--config", cfgPath)
+	if r.code != 1 || !strings.Contains(r.stdout, "UNREACHABLE") {
+		t.Errorf("status with the upstream down: %s", r)
+	}
+	if r := e.warden("status", "--quiet", "--config", cfgPath); r.code != 1 || r.stdout != "" {
+		t.Errorf("status --quiet with the upstream down: %s", r)
+	}
+}

@@ -80,7 +80,9 @@ func (c *conn) status() ([]byte, error) {
 			ValidBefore: e.ValidBefore().UTC(), ExpiresInSec: int64(e.ValidBefore().Sub(now).Seconds()),
 		})
 	}
-	sort.Slice(st.Certificates, func(i, j int) bool { return st.Certificates[i].Route+st.Certificates[i].Principal < st.Certificates[j].Route+st.Certificates[j].Principal })
+	sort.Slice(st.Certificates, func(i, j int) bool {
+		return st.Certificates[i].Route+st.Certificates[i].Principal < st.Certificates[j].Route+st.Certificates[j].Principal
+	})
 	for _, r := range s.cfg.Catalog().Routes {
 		if !r.BindRequired() {
 			st.UnboundRoutes = append(st.UnboundRoutes, r.Name)

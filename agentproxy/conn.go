@@ -419,6 +419,8 @@ func (c *conn) Extension(name string, contents []byte) ([]byte, error) {
 		return c.hint(contents)
 	case ExtStatus:
 		return c.status()
+	case ExtSignCert:
+		return c.signCert(contents)
 	}
 	if strings.HasSuffix(name, "@ops-warden.netkingdom") {
 		return nil, agent.ErrExtensionUnsupported
@@ -434,7 +436,7 @@ func (c *conn) Extension(name string, contents []byte) ([]byte, error) {
 // extension: SSH_AGENT_SUCCESS then one string per extension).
 func queryReply() []byte {
 	out := []byte{msgSuccess}
-	for _, n := range []string{extQuery, extSessionBind, ExtHint, ExtStatus} {
+	for _, n := range []string{extQuery, extSessionBind, ExtHint, ExtStatus, ExtSignCert} {
 		out = append(out, ssh.Marshal(struct{ S string }{n})...)
 	}
 	return out

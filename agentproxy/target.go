@@ -25,7 +25,8 @@ type target struct {
 	user      string // remote user, when hinted
 	host      string // hinted host name
 	hostKey   ssh.PublicKey
-	source    string // "hint" or "host-key"
+	source    string        // "hint", "host-key" or "sign-command"
+	maxTTL    time.Duration // a caller's cap on the lifetime (sign --ttl)
 	bound     bool
 	forwarded bool
 	callers   []Process
@@ -91,8 +92,10 @@ func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
 		return nil, err
 	}
 	ttl := t.route.Lifetime()
-	if dec.MaxTTL > 0 && dec.MaxTTL < ttl {
-		ttl = dec.MaxTTL
+	for _, limit := range []time.Duration{dec.MaxTTL, t.maxTTL} {
+		if limit > 0 && limit < ttl {
+			ttl = limit
+		}
 	}
 	key := signer.CacheKey{Route: t.route.Name, Principal: t.principal}
 	return s.cache.Get(ctx, key, func(ctx context.Context, key signer.CacheKey, eph *signer.EphemeralKey) (*signer.Issued, error) {

@@ -60,6 +60,7 @@ func commands() []*cli.Command {
 		sshConfigCommand(),
 		caCommand(),
 		statusCommand(),
+		signCommand(),
 		activityCommand(),
 		routeCommand(),
 		catalogCommand(),

@@ -17,7 +17,11 @@ type hint struct {
 	// refused is set when the target was refused at hint time: nothing is
 	// listed for this process.
 	refused string
+	// decided is the policy's allow for this process's target, reused when
+	// the process lists keys so a confirm rule asks once per login.
+	decided *AuthDecision
 }
+
 
 // Hints older than hintTTL are dropped; ssh connects to the agent within
 // its ConnectTimeout of running Match exec. maxHints bounds the table.
@@ -49,7 +53,8 @@ func (h *hintStore) put(x *hint) {
 	h.byPid[x.SSHPid] = x
 }
 
-// get returns the live hint for pid whose process start time matches.
+// get returns a copy of the live hint for pid whose process start time
+// matches.
 func (h *hintStore) get(pid int, start uint64, now time.Time) *hint {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -57,7 +62,18 @@ func (h *hintStore) get(pid int, start uint64, now time.Time) *hint {
 	if x == nil || now.Sub(x.at) > hintTTL || x.start != start {
 		return nil
 	}
-	return x
+	c := *x
+	return &c
+}
+
+// update changes the stored hint x under the lock: once stored, the ssh
+// process's connection may read it.
+func (h *hintStore) update(x *hint, f func(*hint)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur := h.byPid[x.SSHPid]; cur == x {
+		f(cur)
+	}
 }
 
 func (h *hintStore) pruneLocked(now time.Time) {

@@ -27,6 +27,9 @@ type target struct {
 	hostKey   ssh.PublicKey
 	source    string        // "hint", "host-key" or "sign-command"
 	maxTTL    time.Duration // a caller's cap on the lifetime (sign --ttl)
+	// decided is the policy decision already made for this target (the
+	// hint's, so one login asks a confirm rule once); obtain sets it.
+	decided *AuthDecision
 	bound     bool
 	forwarded bool
 	callers   []Process
@@ -82,7 +85,11 @@ func (s *Server) authorize(ctx context.Context, t *target) AuthDecision {
 // certificate is used; if the record cannot be made durable the
 // certificate is discarded.
 func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
-	dec := s.authorize(ctx, t)
+	if t.decided == nil {
+		d := s.authorize(ctx, t)
+		t.decided = &d
+	}
+	dec := *t.decided
 	if !dec.Allow {
 		err := &PolicyDeniedError{Decision: dec}
 		f := t.fields()
@@ -185,6 +192,7 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 					return nil, false, fmt.Sprintf("host key %s of %s is not pinned by route %s", ssh.FingerprintSHA256(last.HostKey), h.Host, r.Name)
 				}
 				t.route, t.principal, t.user, t.host, t.source = r, p, h.User, h.Host, "hint"
+				t.decided = h.decided
 				return t, false, ""
 			}
 		}
@@ -389,10 +397,13 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	t := &target{route: r, principal: p, user: req.User, host: req.Host, source: "hint", bound: true,
 		callers: processChain(s.cfg.ProcRoot, req.SSHPid), connID: h.id, caller: c.caller()}
 	e, err := s.obtain(ctx, t)
+	if t.decided != nil && t.decided.Allow {
+		s.hints.update(h, func(x *hint) { x.decided = t.decided })
+	}
 	if err != nil {
 		var pd *PolicyDeniedError
 		if errors.As(err, &pd) {
-			h.refused = err.Error()
+			s.hints.update(h, func(x *hint) { x.refused = err.Error() })
 		}
 		return jsonReply(HintReply{Route: r.Name, Principal: p, Error: err.Error()})
 	}

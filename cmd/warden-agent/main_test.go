@@ -106,6 +106,9 @@ func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
 	d := shortTempDir(t)
 	e := &testEnv{t: t, dir: d, runtime: filepath.Join(d, "run"), state: filepath.Join(d, "state"), config: filepath.Join(d, "config")}
+	// A binary built with -race sleeps a second at exit; every login runs
+	// the hint, so that second would be added to each.
+	e.extra = append(e.extra, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	for _, p := range []string{e.runtime, e.state, e.config, filepath.Join(d, "home")} {
 		if err := os.MkdirAll(p, 0o700); err != nil {
 			t.Fatal(err)

@@ -97,7 +97,9 @@ func runAgent(c *cli.Context) error {
 	defer closeAudit()
 	hooks := &reloadHooks{record: func(event string, fields map[string]any) {
 		logger.Info(event, "path", fields["path"], "error", fields["error"])
-		_ = rec.Record(context.Background(), event, fields)
+		if err := rec.Record(context.Background(), event, fields); err != nil {
+			logger.Error("reload not recorded in the audit log", "event", event, "err", err)
+		}
 	}}
 	src, err := openSources(cfg, logger, hooks)
 	if err != nil {

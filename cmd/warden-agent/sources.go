@@ -59,7 +59,8 @@ func openSources(cfg *Config, log *slog.Logger, hooks *reloadHooks) (*sources, e
 // drops cached certificates the new version no longer allows.
 func (s *sources) onEvent(kind string, e filewatch.Event, hooks *reloadHooks) {
 	failed := e.Kind == filewatch.KindReloadFailed
-	fields := map[string]any{"path": e.Path, "hash": e.Hash}
+	// "hash" is the audit record's own field; the file's is <kind>_hash.
+	fields := map[string]any{"path": e.Path, kind + "_hash": e.Hash}
 	event := kind + ".reloaded"
 	if failed {
 		event = kind + ".reload_failed"

@@ -22,7 +22,6 @@ type hint struct {
 	decided *AuthDecision
 }
 
-
 // Hints older than hintTTL are dropped; ssh connects to the agent within
 // its ConnectTimeout of running Match exec. maxHints bounds the table.
 const (

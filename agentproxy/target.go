@@ -29,7 +29,7 @@ type target struct {
 	maxTTL    time.Duration // a caller's cap on the lifetime (sign --ttl)
 	// decided is the policy decision already made for this target (the
 	// hint's, so one login asks a confirm rule once); obtain sets it.
-	decided *AuthDecision
+	decided   *AuthDecision
 	bound     bool
 	forwarded bool
 	callers   []Process

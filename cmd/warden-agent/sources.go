@@ -60,12 +60,20 @@ func openSources(cfg *Config, log *slog.Logger, hooks *reloadHooks) (*sources, e
 func (s *sources) onEvent(kind string, e filewatch.Event, hooks *reloadHooks) {
 	failed := e.Kind == filewatch.KindReloadFailed
 	// "hash" is the audit record's own field; the file's is <kind>_hash.
-	fields := map[string]any{"path": e.Path, kind + "_hash": e.Hash}
+	fields := map[string]any{"path": e.Path, kind + "_hash": "sha256:" + e.Hash}
 	event := kind + ".reloaded"
 	if failed {
 		event = kind + ".reload_failed"
 		if e.Err != nil {
 			fields["error"] = e.Err.Error()
+		}
+	}
+	if !failed {
+		switch kind {
+		case "catalog":
+			fields["routes"] = len(s.catalog().Routes)
+		case "policy":
+			fields["rules"] = len(s.polStore.Current().Rules)
 		}
 	}
 	if !failed && hooks.cache != nil {
@@ -132,10 +140,10 @@ func (s *sources) authorizer() agentproxy.Authorizer {
 // hashes are the catalog and policy versions in force, for agent.start.
 func (s *sources) hashes() (cat, pol string) {
 	if s.catStore != nil {
-		cat = s.catStore.Hash()
+		cat = "sha256:" + s.catStore.Hash()
 	}
 	if s.polStore != nil {
-		pol = s.polStore.Hash()
+		pol = "sha256:" + s.polStore.Hash()
 	}
 	return cat, pol
 }

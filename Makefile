@@ -32,3 +32,8 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+## bench: side-by-side benchmarks against ssh-agent (bench/results/; see docs/performance.md)
+.PHONY: bench
+bench:
+	GO=$(GO) sh bench/run.sh $(BENCHFLAGS)

@@ -193,10 +193,10 @@ func (c *conn) List() ([]*agent.Key, error) {
 	var keys []*agent.Key
 	if !c.s.isLocked() {
 		for _, e := range c.wardenEntries(ctx) {
-			c.listed[string(e.Cert.Marshal())] = true
+			c.listed[string(e.Blob)] = true
 			keys = append(keys, &agent.Key{
 				Format:  e.Cert.Type(),
-				Blob:    e.Cert.Marshal(),
+				Blob:    e.Blob,
 				Comment: fmt.Sprintf("warden:%s:%s", e.Key.Route, e.Key.Principal),
 			})
 		}
@@ -320,7 +320,7 @@ func (c *conn) Remove(key ssh.PublicKey) error {
 	}
 	blob := key.Marshal()
 	if c.s.cache.Lookup(blob) != nil {
-		c.s.cache.Drop(func(e *signer.Entry) bool { return string(e.Cert.Marshal()) == string(blob) })
+		c.s.cache.Drop(func(e *signer.Entry) bool { return string(e.Blob) == string(blob) })
 		_ = c.s.record(context.Background(), evKeyRemoved, map[string]any{"conn": c.id, "key_fingerprint": ssh.FingerprintSHA256(key), "warden": true, "caller": c.caller()})
 		return nil
 	}

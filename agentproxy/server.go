@@ -319,11 +319,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // record writes an audit record (and a log line). It returns an error
 // only when a Recorder is configured and the record is not durable.
 func (s *Server) record(ctx context.Context, event string, fields map[string]any) error {
-	attrs := make([]any, 0, 2*len(fields))
-	for k, v := range fields {
-		attrs = append(attrs, k, v)
+	// With an audit log, per-signature events are already recorded there;
+	// the operational log repeats them only at debug level.
+	level := slog.LevelInfo
+	if s.cfg.Recorder != nil && (event == evCertUsed || event == evUpstreamUsed || event == evSessionBind) {
+		level = slog.LevelDebug
 	}
-	s.log.Info(event, attrs...)
+	if s.log.Enabled(ctx, level) {
+		attrs := make([]slog.Attr, 0, len(fields))
+		for k, v := range fields {
+			attrs = append(attrs, slog.Any(k, v))
+		}
+		s.log.LogAttrs(ctx, level, event, attrs...)
+	}
 	if s.cfg.Recorder == nil {
 		return nil
 	}

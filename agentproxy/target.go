@@ -249,11 +249,11 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 // the use is recorded durably before the signature is made.
 func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
 	s := c.s
-	blob := e.Cert.Marshal()
+	blob := e.Blob
 	f := map[string]any{
 		"conn": c.id, "route": e.Key.Route, "principal": e.Key.Principal,
 		"serial": fmt.Sprintf("%016x", e.Cert.Serial), "serial_dec": strconv.FormatUint(e.Cert.Serial, 10),
-		"key_fingerprint": ssh.FingerprintSHA256(e.Cert), "caller": c.caller(), "bound": len(c.binds) > 0,
+		"key_fingerprint": e.Fingerprint, "caller": c.caller(), "bound": len(c.binds) > 0,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
 	defer cancel()

@@ -26,6 +26,10 @@ type Entry struct {
 	// Ephemeral is the private half; it stays in memory.
 	Ephemeral *EphemeralKey
 	IssuedAt  time.Time
+	// Blob is the certificate's wire form and Fingerprint its SHA256
+	// fingerprint, computed once: every list and signature needs them.
+	Blob        []byte
+	Fingerprint string
 }
 
 // ValidBefore is the end of the certificate's validity.
@@ -174,7 +178,7 @@ func (c *Cache) startLocked(key CacheKey, issue IssueFunc) *issueCall {
 		now := c.opts.Now()
 		if call.err == nil {
 			c.entries[key] = call.entry
-			c.byBlob[string(call.entry.Cert.Marshal())] = call.entry
+			c.byBlob[string(call.entry.Blob)] = call.entry
 			delete(c.failures, key)
 		} else {
 			f := c.failures[key]
@@ -208,7 +212,8 @@ func (c *Cache) issue(ctx context.Context, key CacheKey, issue IssueFunc) (*Entr
 	if err != nil {
 		return nil, err
 	}
-	return &Entry{Key: key, Cert: iss.Cert, Issued: iss, Signer: s, Ephemeral: eph, IssuedAt: issuedAt}, nil
+	return &Entry{Key: key, Cert: iss.Cert, Issued: iss, Signer: s, Ephemeral: eph, IssuedAt: issuedAt,
+		Blob: iss.Cert.Marshal(), Fingerprint: ssh.FingerprintSHA256(iss.Cert)}, nil
 }
 
 func (c *Cache) pruneLocked(now time.Time) {

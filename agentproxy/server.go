@@ -113,7 +113,8 @@ type Server struct {
 	conns  map[*conn]struct{}
 	wg     sync.WaitGroup
 
-	stats Stats
+	stats   Stats
+	latency *latencyHistogram // issuance latency
 }
 
 // Stats are counters since start.
@@ -151,6 +152,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		started: cfg.Now(),
+		latency: newLatencyHistogram(),
 		hints:   newHintStore(),
 		conns:   map[*conn]struct{}{},
 		// The issuance ends a little before the List deadline, so a waiter

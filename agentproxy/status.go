@@ -24,6 +24,8 @@ type Status struct {
 	Upstream     UpstreamStatus `json:"upstream"`
 	Certificates []CertStatus   `json:"certificates"`
 	Counters     Counters       `json:"counters"`
+	// IssueLatency covers every issuance attempt, failed ones included.
+	IssueLatency Histogram `json:"issue_latency"`
 	// Routes that let clients without session-bind sign (tunnels).
 	UnboundRoutes []string `json:"unbound_routes,omitempty"`
 
@@ -74,6 +76,7 @@ func (c *conn) status() ([]byte, error) {
 			Denied: s.stats.Denied.Load(), UpstreamSigned: s.stats.UpstreamSigned.Load(), RefusedPeers: s.stats.Refused.Load(),
 		},
 	}
+	st.IssueLatency = s.latency.snapshot()
 	for _, e := range s.cache.Valid() {
 		st.Certificates = append(st.Certificates, CertStatus{
 			Route: e.Key.Route, Principal: e.Key.Principal, Serial: fmt.Sprintf("%016x", e.Cert.Serial),

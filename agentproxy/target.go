@@ -126,7 +126,9 @@ func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
 		f := t.fields()
 		f["ttl"] = ttl.String()
 		f["issuer"] = s.cfg.Issuer.Kind()
-		f["latency_us"] = s.cfg.Now().Sub(start).Microseconds()
+		took := s.cfg.Now().Sub(start)
+		s.latency.observe(took)
+		f["latency_us"] = took.Microseconds()
 		if err != nil {
 			s.stats.IssueFailed.Add(1)
 			f["error"] = err.Error()

@@ -148,9 +148,11 @@ func statusCommand() *cli.Command {
 		Usage: "show the running agent's state (exit 0 healthy, 1 degraded, 2 not running)",
 		UsageText: "warden-agent status [--json | --quiet]\n\nExamples:\n" +
 			"   warden-agent status\n" +
-			"   warden-agent status --quiet || alert   # health check",
+			"   warden-agent status --quiet || alert   # health check\n" +
+			"   warden-agent status --prometheus > /var/lib/node_exporter/textfile/warden.prom",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the state as one JSON object"},
+			&cli.BoolFlag{Name: "prometheus", Usage: "print counters and gauges in Prometheus text format (node_exporter textfile collector)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing; only set the exit code"},
 		},
 		Action: func(c *cli.Context) error {
@@ -177,6 +179,8 @@ func statusCommand() *cli.Command {
 			problems := st.problems()
 			switch {
 			case c.Bool("quiet"):
+			case c.Bool("prometheus"):
+				st.writePrometheus(c.App.Writer, problems)
 			case c.Bool("json"):
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -275,7 +279,18 @@ func (st *statusReply) print(w io.Writer, problems []string) {
 	k := st.Counters
 	fmt.Fprintf(w, "counters  issued %d  used %d  denied %d  upstream signatures %d  issuance failures %d\n",
 		k.Issued, k.Used, k.Denied, k.UpstreamSigned, k.IssueFailed)
+	if h := st.IssueLatency; h.Count > 0 {
+		fmt.Fprintf(w, "issuance  %d in %.3fs total, p50 ≤ %s, p99 ≤ %s\n", h.Count, h.SumSec, bound(h.P50Sec), bound(h.P99Sec))
+	}
 	for _, p := range problems {
 		fmt.Fprintf(w, "problem   %s\n", p)
 	}
+}
+
+// bound prints a histogram bucket bound.
+func bound(sec float64) string {
+	if sec < 0 {
+		return "more than 10s"
+	}
+	return time.Duration(sec * float64(time.Second)).String()
 }

@@ -50,6 +50,18 @@ func TestE2EStatus(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, r.stdout)
 		}
 	}
+	prom := e.warden("status", "--prometheus", "--config", cfgPath)
+	for _, want := range []string{"warden_up 1", "warden_healthy 1", "warden_certificates_issued_total 1", "warden_signatures_total 1",
+		"# TYPE warden_issuance_latency_seconds histogram", `warden_issuance_latency_seconds_bucket{le="+Inf"} 1`,
+		"warden_certificate_expiry_seconds{route=\"default\",principal=\"" + user + "\"}", "warden_audit_write_failing 0"} {
+		if !strings.Contains(prom.stdout, want) {
+			t.Errorf("status --prometheus lacks %q:\n%s", want, prom.stdout)
+		}
+	}
+	if !strings.Contains(r.stdout, "issuance  1 in") {
+		t.Errorf("status lacks the issuance latency line:\n%s", r.stdout)
+	}
+
 	type statusJSON struct {
 		Healthy      bool     `json:"healthy"`
 		Problems     []string `json:"problems"`

@@ -6,7 +6,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 30s
 PKGS     := ./...
 
-.PHONY: all build run test vet fuzz clean
+.PHONY: all build run test vet fuzz clean man
 
 all: build
 
@@ -29,6 +29,10 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+## man: regenerate docs/warden-agent.1 from the CLI definition (a test checks it is current)
+man:
+	$(GO) run ./cmd/warden-agent man > docs/warden-agent.1
 
 clean:
 	rm -rf bin

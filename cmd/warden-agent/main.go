@@ -61,6 +61,8 @@ func commands() []*cli.Command {
 		caCommand(),
 		statusCommand(),
 		signCommand(),
+		completionCommand(),
+		manCommand(),
 		activityCommand(),
 		routeCommand(),
 		catalogCommand(),

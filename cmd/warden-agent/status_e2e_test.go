@@ -139,3 +139,29 @@ func TestE2EStatus(t *testing.T) {
 		t.Errorf("status --quiet with the upstream down: %s", r)
 	}
 }
+
+// TestE2EStatusIssuerUnreachable: with OpenBao configured at an address
+// where nothing listens, the agent still starts (upstream keys keep
+// working) and status reports the issuer unreachable: exit 1.
+func TestE2EStatusIssuerUnreachable(t *testing.T) {
+	e := newTestEnv(t)
+	cfgPath := filepath.Join(e.dir, "agent.yaml")
+	cfg := "signer:\n  kind: openbao\n  openbao:\n    address: http://127.0.0.1:1\n    token: not-a-real-token\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, e, nil, "--config", cfgPath, "--upstream", "none")
+	var r result
+	if !waitFor(10*time.Second, func() bool {
+		r = e.warden("status", "--config", cfgPath)
+		return strings.Contains(r.stdout, "unreachable")
+	}) {
+		t.Fatalf("status never reported the issuer unreachable: %s", r)
+	}
+	if r.code != 1 || !strings.Contains(r.stdout, "http://127.0.0.1:1") {
+		t.Errorf("status with OpenBao unreachable: %s", r)
+	}
+	if strings.Contains(a.stdout.String()+a.stderr.String()+r.stdout, "not-a-real-token") {
+		t.Error("the token appears in the agent's output or in status")
+	}
+}

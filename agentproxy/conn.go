@@ -252,10 +252,13 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 		}
 	}
 	// Upstream keys are the user's own; their use is recorded best effort
-	// so a broken audit log never locks a user out of their own keys.
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.UpstreamTimeout)
-	defer cancel()
-	_ = c.s.record(ctx, evUpstreamUsed, fields)
+	// and off the reply path, so neither a broken audit log nor its fsync
+	// stands between users and their own keys.
+	c.s.background(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.UpstreamTimeout)
+		defer cancel()
+		_ = c.s.record(ctx, evUpstreamUsed, fields)
+	})
 	return sig, nil
 }
 

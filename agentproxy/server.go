@@ -111,7 +111,11 @@ type Server struct {
 
 	connMu sync.Mutex // guards conns
 	conns  map[*conn]struct{}
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // connections
+	// bg counts background work started by connections (best-effort
+	// records); Shutdown waits for it after the connections, so no Add
+	// can race the Wait.
+	bg sync.WaitGroup
 
 	stats   Stats
 	latency *latencyHistogram // issuance latency
@@ -314,8 +318,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.connMu.Unlock()
 		<-done
 	}
+	s.bg.Wait()
 	s.cache.Close()
 	return nil
+}
+
+// background runs f on its own goroutine, owned by the server: called
+// only from a connection's goroutine, waited for by Shutdown.
+func (s *Server) background(f func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
 }
 
 // record writes an audit record (and a log line). It returns an error

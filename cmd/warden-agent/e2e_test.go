@@ -800,7 +800,12 @@ func TestE2EUpstreamAgent(t *testing.T) {
 
 	t.Run("login with the upstream key where no route applies", func(t *testing.T) {
 		e.mustLogin(cfg, nil, user, "plain")
-		recs := a.audit(t)
+		// upstream.used is written off the reply path: wait for it.
+		var recs []auditRecord
+		waitFor(5*time.Second, func() bool {
+			recs = a.audit(t)
+			return len(events(recs, "upstream.used", "key_fingerprint", fp1, "user", user)) > 0
+		})
 		if got := events(recs, "upstream.used", "key_fingerprint", fp1, "user", user); len(got) != 1 {
 			t.Errorf("want one upstream.used for key1 and user %s, got %v", user, events(recs, "upstream.used"))
 		}

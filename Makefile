@@ -6,7 +6,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 30s
 PKGS     := ./...
 
-.PHONY: all build run test vet fuzz clean man
+.PHONY: all build run test vet fuzz clean man install
 
 all: build
 
@@ -33,6 +33,18 @@ fuzz:
 ## man: regenerate docs/warden-agent.1 from the CLI definition (a test checks it is current)
 man:
 	$(GO) run ./cmd/warden-agent man > docs/warden-agent.1
+
+## install: the binary to $(PREFIX)/bin, the man page, and the systemd user units
+PREFIX  ?= $(HOME)/.local
+UNITDIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
+install: build
+	install -d $(PREFIX)/bin $(PREFIX)/share/man/man1 $(UNITDIR)
+	install -m 0755 $(BIN) $(PREFIX)/bin/warden-agent
+	install -m 0644 docs/warden-agent.1 $(PREFIX)/share/man/man1/warden-agent.1
+	sed 's|^ExecStart=.*|ExecStart=$(PREFIX)/bin/warden-agent run|' contrib/systemd/warden-agent.service > $(UNITDIR)/warden-agent.service
+	install -m 0644 contrib/systemd/warden-agent.socket $(UNITDIR)/warden-agent.socket
+	chmod 0644 $(UNITDIR)/warden-agent.service
+	@echo "enable with: systemctl --user enable --now warden-agent.socket"
 
 clean:
 	rm -rf bin

@@ -62,6 +62,7 @@ func commands() []*cli.Command {
 		statusCommand(),
 		signCommand(),
 		completionCommand(),
+		installServiceCommand(),
 		manCommand(),
 		activityCommand(),
 		routeCommand(),

@@ -426,6 +426,10 @@ func TestE2EAuditUnavailableFailsClosed(t *testing.T) {
 	if !waitFor(5*time.Second, func() bool { return strings.Contains(a.stderr.String(), "audit log unavailable") }) {
 		t.Fatalf("the agent's stderr does not show the audit failure after the fill:\n%s", a.stderr)
 	}
+	// status shows it too: degraded, exit 1.
+	if r := e.warden("status", "--socket", a.socket); r.code != 1 || !strings.Contains(r.stdout, "audit log failing") {
+		t.Errorf("status while the audit log fails: %s", r)
+	}
 	// The slack left is shorter than a hint record; the records that must
 	// fail below are longer.
 	hintLen, usedLen := 0, 0

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/netkingdom/ops-warden/signer/openbaotest"
 	"time"
 )
 
@@ -163,5 +165,33 @@ func TestE2EStatusIssuerUnreachable(t *testing.T) {
 	}
 	if strings.Contains(a.stdout.String()+a.stderr.String()+r.stdout, "not-a-real-token") {
 		t.Error("the token appears in the agent's output or in status")
+	}
+}
+
+// TestE2EStatusTokenNearExpiry: an OpenBao token with less than ten
+// minutes left makes status degraded (exit 1) and names the source.
+func TestE2EStatusTokenNearExpiry(t *testing.T) {
+	user := loginUser(t)
+	role := openbaotest.EngRole()
+	role.AllowedUsers = []string{user}
+	srv := openbaotest.NewServer(t, openbaotest.Options{Roles: map[string]openbaotest.Role{"eng": role}})
+	tok := srv.CreateToken([]string{"default", "warden-eng"}, 5*time.Minute, false)
+	e := newTestEnv(t)
+	cfgPath := filepath.Join(e.dir, "agent.yaml")
+	cfg := "signer:\n  kind: openbao\n  openbao:\n    address: " + srv.Target().Address + "\n" +
+		"routes:\n  - name: lab\n    hosts: [127.0.0.1]\n    mount: ssh\n    role: eng\n    principals: [" + user + "]\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, e, []string{"BAO_TOKEN=" + tok}, "--config", cfgPath, "--upstream", "none")
+	if r := e.warden("sign", "--config", cfgPath, "--principal", user, "--host", "127.0.0.1"); r.code != 0 {
+		t.Fatalf("sign through OpenBao: %s", r)
+	}
+	r := e.warden("status", "--config", cfgPath)
+	if r.code != 1 || !strings.Contains(r.stdout, "token (BAO_TOKEN) expires in") {
+		t.Fatalf("status with a token near expiry: %s", r)
+	}
+	if strings.Contains(r.stdout, tok) {
+		t.Fatal("status prints the token")
 	}
 }

@@ -165,6 +165,19 @@ func decodeStrict(data []byte, v any) error {
 	return nil
 }
 
+// socketFor is the agent socket a client command talks to: --socket, or
+// agent.yaml's, or the default.
+func socketFor(c *cli.Context) (string, error) {
+	if s := globalString(c, "socket"); s != "" {
+		return s, nil
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Socket, nil
+}
+
 // auditPathFor resolves the audit log path for commands that read it.
 func auditPathFor(c *cli.Context) (string, error) {
 	cfg, err := loadConfig(c)

@@ -29,19 +29,15 @@ func signCommand() *cli.Command {
 			&cli.StringFlag{Name: "out", Usage: "also write the key and certificate files into `DIR`"},
 		},
 		Action: func(c *cli.Context) error {
-			socket := globalString(c, "socket")
-			if socket == "" {
-				cfg, err := loadConfig(c)
-				if err != nil {
-					return err
-				}
-				socket = cfg.Socket
+			socket, err := socketFor(c)
+			if err != nil {
+				return err
 			}
 			var reply struct {
 				agentproxy.SignCertReply
 				Error string `json:"error"`
 			}
-			err := agentproxy.CallExtension(socket, agentproxy.ExtSignCert, agentproxy.SignCertRequest{
+			err = agentproxy.CallExtension(socket, agentproxy.ExtSignCert, agentproxy.SignCertRequest{
 				Principal: c.String("principal"), Host: c.String("host"),
 				TTLSeconds: int64(c.Duration("ttl") / time.Second), ExportKey: c.String("out") != "",
 			}, &reply, 30*time.Second)

@@ -156,16 +156,12 @@ func statusCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing; only set the exit code"},
 		},
 		Action: func(c *cli.Context) error {
-			socket := globalString(c, "socket")
-			if socket == "" {
-				cfg, err := loadConfig(c)
-				if err != nil {
-					return err
-				}
-				socket = cfg.Socket
+			socket, err := socketFor(c)
+			if err != nil {
+				return err
 			}
 			var st statusReply
-			err := agentproxy.CallExtension(socket, agentproxy.ExtStatus, struct{}{}, &st, 5*time.Second)
+			err = agentproxy.CallExtension(socket, agentproxy.ExtStatus, struct{}{}, &st, 5*time.Second)
 			if errors.Is(err, agentproxy.ErrNoAgent) {
 				msg := fmt.Sprintf("warden-agent is not running on %s; start it with `warden-agent run` (or `systemctl --user start warden-agent`)", socket)
 				if c.Bool("quiet") {

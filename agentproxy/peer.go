@@ -114,12 +114,13 @@ func (p Peer) ChainString() string {
 	return strings.Join(parts, " ← ")
 }
 
-// isDumpConfig reports whether an ssh argv asks only to print its
-// configuration (-G): ssh evaluates Match exec then too, and such a hint
-// must not mint a certificate. It follows ssh.c's option parsing: flags
-// that take an argument end a cluster (ssh's getopt string), and options
-// are parsed again after the destination, until the command begins.
-func isDumpConfig(argv []string) bool {
+// isNoLogin reports whether an ssh argv will not log in. ssh evaluates Match
+// exec also for -G (print the configuration) and -O (a control command to
+// a multiplexing master); neither logs in, so their hint must not mint a
+// certificate. It follows ssh.c's option parsing: flags that take an
+// argument end a cluster (ssh's getopt string), and options are parsed
+// again after the destination, until the command begins.
+func isNoLogin(argv []string) bool {
 	const withArg = "BbcDEeFIiJLlmOoPpQRSWw"
 	words := 0
 	for i := 1; i < len(argv); i++ {
@@ -134,7 +135,7 @@ func isDumpConfig(argv []string) bool {
 			continue
 		}
 		for j := 1; j < len(a); j++ {
-			if a[j] == 'G' {
+			if a[j] == 'G' || a[j] == 'O' {
 				return true
 			}
 			if strings.IndexByte(withArg, a[j]) >= 0 {

@@ -392,8 +392,8 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	}
 	s.hints.put(h)
 	reply := HintReply{OK: true, Route: r.Name, Principal: p}
-	if isDumpConfig(cmdline(s.cfg.ProcRoot, req.SSHPid)) {
-		reply.Note = "ssh -G: nothing issued"
+	if isNoLogin(cmdline(s.cfg.ProcRoot, req.SSHPid)) {
+		reply.Note = "ssh -G or -O does not log in: nothing issued"
 		return jsonReply(reply)
 	}
 	t := &target{route: r, principal: p, user: req.User, host: req.Host, source: "hint", bound: true,

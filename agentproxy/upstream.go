@@ -40,11 +40,15 @@ func dialUpstream(path string, timeout time.Duration) (*upstream, error) {
 
 func (u *upstream) close() { u.nc.Close() }
 
-// call runs f under the deadline.
+// call runs f under the deadline. After any error the connection is
+// marked broken and the next call dials again: x/crypto's client does not
+// wrap its transport errors, so a dead or restarted agent (EOF, reset), a
+// timeout or an oversized reply cannot be told from a plain refusal, and
+// a fresh unix-socket connection costs little.
 func (u *upstream) call(f func() error) error {
 	u.nc.SetDeadline(time.Now().Add(u.timeout))
 	err := f()
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	if err != nil {
 		u.broken.Store(true)
 	}
 	u.nc.SetDeadline(time.Time{})

@@ -279,6 +279,7 @@ func stringList(v any) []string {
 // ---- sshd ----
 
 type sshdProc struct {
+	addr    string // the listen address
 	port    int
 	dir     string
 	hostPub string
@@ -322,6 +323,13 @@ func fingerprint(t *testing.T, pubLine string) string {
 // certificates and authorizedKeys (one line each) for plain keys.
 func startSSHD(t *testing.T, caPub string, authorizedKeys ...string) *sshdProc {
 	t.Helper()
+	return startSSHDOn(t, "127.0.0.1", caPub, authorizedKeys...)
+}
+
+// startSSHDOn is startSSHD on another loopback address (127.0.0.2 …); it
+// skips when the address cannot be bound.
+func startSSHDOn(t *testing.T, listen, caPub string, authorizedKeys ...string) *sshdProc {
+	t.Helper()
 	sshd := sshdPath(t)
 	needPrograms(t, "ssh-keygen")
 	if os.Geteuid() == 0 {
@@ -331,7 +339,7 @@ func startSSHD(t *testing.T, caPub string, authorizedKeys ...string) *sshdProc {
 		}
 	}
 	d := shortTempDir(t)
-	s := &sshdProc{dir: d, log: &syncBuffer{}}
+	s := &sshdProc{addr: listen, dir: d, log: &syncBuffer{}}
 	s.hostPub = keygen(t, filepath.Join(d, "hostkey"), "test-host")
 	write := func(name, content string) {
 		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o600); err != nil {
@@ -351,13 +359,18 @@ func startSSHD(t *testing.T, caPub string, authorizedKeys ...string) *sshdProc {
 	}
 
 	for attempt := 0; ; attempt++ {
-		s.port = freePort(t)
+		ln, err := net.Listen("tcp", net.JoinHostPort(listen, "0"))
+		if err != nil {
+			t.Skipf("cannot listen on %s: %v", listen, err)
+		}
+		s.port = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
 		write("sshd_config", fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %[2]s/hostkey
-PidFile %[2]s/sshd.pid
-TrustedUserCAKeys %[2]s/ca.pub
-AuthorizedKeysFile %[2]s/authorized_keys
+ListenAddress %s
+HostKey %[3]s/hostkey
+PidFile %[3]s/sshd.pid
+TrustedUserCAKeys %[3]s/ca.pub
+AuthorizedKeysFile %[3]s/authorized_keys
 AuthorizedPrincipalsFile none
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -365,8 +378,10 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 UsePAM no
 StrictModes no
+AllowTcpForwarding yes
+Subsystem sftp internal-sftp
 LogLevel VERBOSE
-%[3]s`, s.port, d, penalties))
+%[4]s`, s.port, listen, d, penalties))
 		cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(d, "sshd_config"))
 		cmd.Stdout, cmd.Stderr = s.log, s.log
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -384,7 +399,7 @@ LogLevel VERBOSE
 				<-exited
 			}
 		})
-		addr := fmt.Sprintf("127.0.0.1:%d", s.port)
+		addr := net.JoinHostPort(listen, strconv.Itoa(s.port))
 		up := waitFor(5*time.Second, func() bool {
 			select {
 			case <-exited:

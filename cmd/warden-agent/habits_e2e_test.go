@@ -10,124 +10,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// habitsSSHD is a real sshd like startSSHD's, on a chosen loopback
-// address, with its own host key and the sftp subsystem (scp uses the SFTP
-// protocol since OpenSSH 9.0).
-type habitsSSHD struct {
-	addr    string // the listen address
-	port    int
-	dir     string
-	hostPub string
-	log     *syncBuffer
-}
-
-// startHabitsSSHD runs sshd on listen (a loopback address) trusting caPub
-// for user certificates. It skips when the address cannot be bound.
-func startHabitsSSHD(t *testing.T, caPub, listen string) *habitsSSHD {
-	t.Helper()
-	sshd := sshdPath(t)
-	needPrograms(t, "ssh-keygen")
-	if os.Geteuid() == 0 {
-		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-			t.Skipf("sshd needs /run/sshd: %v", err)
-		}
-	}
-	d := shortTempDir(t)
-	s := &habitsSSHD{addr: listen, dir: d, log: &syncBuffer{}}
-	s.hostPub = keygen(t, filepath.Join(d, "hostkey"), "habits-host-"+listen)
-	writeFile(t, filepath.Join(d, "ca.pub"), caPub+"\n")
-	writeFile(t, filepath.Join(d, "authorized_keys"), "\n")
-
-	penalties := "PerSourcePenalties no\n"
-	writeFile(t, filepath.Join(d, "probe_config"), fmt.Sprintf("HostKey %s/hostkey\n%s", d, penalties))
-	if err := exec.Command(sshd, "-t", "-f", filepath.Join(d, "probe_config")).Run(); err != nil {
-		penalties = ""
-	}
-
-	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(listen, "0"))
-		if err != nil {
-			t.Skipf("cannot listen on %s (loopback addresses other than 127.0.0.1 are needed): %v", listen, err)
-		}
-		s.port = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		writeFile(t, filepath.Join(d, "sshd_config"), fmt.Sprintf(`Port %d
-ListenAddress %s
-HostKey %[3]s/hostkey
-PidFile %[3]s/sshd.pid
-TrustedUserCAKeys %[3]s/ca.pub
-AuthorizedKeysFile %[3]s/authorized_keys
-AuthorizedPrincipalsFile none
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-AllowTcpForwarding yes
-Subsystem sftp internal-sftp
-LogLevel VERBOSE
-%[4]s`, s.port, listen, d, penalties))
-		cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(d, "sshd_config"))
-		cmd.Stdout, cmd.Stderr = s.log, s.log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("sshd: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			killGroup(cmd, syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-				killGroup(cmd, syscall.SIGKILL)
-				<-exited
-			}
-		})
-		addr := net.JoinHostPort(listen, fmt.Sprint(s.port))
-		up := waitFor(5*time.Second, func() bool {
-			select {
-			case <-exited:
-				return true
-			default:
-			}
-			return dialable("tcp", addr)
-		})
-		select {
-		case <-exited:
-			if attempt < 2 && strings.Contains(s.log.String(), "Address already in use") {
-				continue
-			}
-			t.Fatalf("sshd on %s exited at start:\n%s", listen, s.log)
-		default:
-		}
-		if !up {
-			t.Fatalf("sshd did not listen on %s within 5 s:\n%s", addr, s.log)
-		}
-		break
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sshd %s:%d log:\n%s", listen, s.port, s.log)
-		}
-	})
-	return s
-}
-
 // certLogins counts sshd's "Accepted publickey" lines for user with a
 // certificate.
-func (s *habitsSSHD) certLogins(user string) int {
+func (s *sshdProc) certLogins(user string) int {
 	n := 0
 	for _, l := range strings.Split(s.log.String(), "\n") {
 		if strings.Contains(l, "Accepted publickey for "+user+" ") && strings.Contains(l, "ED25519-CERT") {
@@ -137,10 +30,10 @@ func (s *habitsSSHD) certLogins(user string) int {
 	return n
 }
 
-// habitsHost is one ssh_config alias for a habitsSSHD.
+// habitsHost is one ssh_config alias for a sshdProc.
 type habitsHost struct {
 	alias string
-	s     *habitsSSHD
+	s     *sshdProc
 }
 
 // habitsSSHConfig writes an ssh_config with one Host per alias (HostName
@@ -210,8 +103,8 @@ func TestE2EHabitsProxyJump(t *testing.T) {
 	// the default extensions are permit-pty only.
 	e.writeConfig(habitsJumpRoutes(user, true))
 	a := startAgent(t, e, nil, "--upstream", "none")
-	bastion := startHabitsSSHD(t, a.ca, "127.0.0.1")
-	target := startHabitsSSHD(t, a.ca, "127.0.0.2")
+	bastion := startSSHDOn(t, "127.0.0.1", a.ca)
+	target := startSSHDOn(t, "127.0.0.2", a.ca)
 	fpBastion, fpTarget := fingerprint(t, bastion.hostPub), fingerprint(t, target.hostPub)
 	if fpBastion == fpTarget {
 		t.Fatal("the two sshd's share a host key")
@@ -310,8 +203,8 @@ func TestE2EHabitsProxyJumpNeedsPortForwarding(t *testing.T) {
 	e := newTestEnv(t)
 	e.writeConfig(habitsJumpRoutes(user, false))
 	a := startAgent(t, e, nil, "--upstream", "none")
-	bastion := startHabitsSSHD(t, a.ca, "127.0.0.1")
-	target := startHabitsSSHD(t, a.ca, "127.0.0.2")
+	bastion := startSSHDOn(t, "127.0.0.1", a.ca)
+	target := startSSHDOn(t, "127.0.0.2", a.ca)
 	cfg := habitsSSHConfig(t, e, a.socket, habitsHost{"bastion", bastion}, habitsHost{"target", target})
 
 	r := e.run(nil, "ssh", "-F", cfg, "-J", user+"@bastion", user+"@target", "echo", "unreachable")
@@ -347,7 +240,7 @@ func TestE2EHabitsControlMaster(t *testing.T) {
 	e := newTestEnv(t)
 	e.writeConfig(habitsRoutes(user, "mux", "127.0.0.1"))
 	a := startAgent(t, e, nil, "--upstream", "none")
-	s := startHabitsSSHD(t, a.ca, "127.0.0.1")
+	s := startSSHDOn(t, "127.0.0.1", a.ca)
 	cfg := habitsSSHConfig(t, e, a.socket, habitsHost{"target", s})
 
 	cmDir := filepath.Join(e.dir, "cm")
@@ -444,7 +337,7 @@ func TestE2EHabitsControlCommandIssuesNothing(t *testing.T) {
 	e := newTestEnv(t)
 	e.writeConfig(habitsRoutes(user, "mux", "127.0.0.1"))
 	a := startAgent(t, e, nil, "--upstream", "none")
-	s := startHabitsSSHD(t, a.ca, "127.0.0.1")
+	s := startSSHDOn(t, "127.0.0.1", a.ca)
 	cfg := habitsSSHConfig(t, e, a.socket, habitsHost{"target", s})
 	controlPath := filepath.Join(e.dir, "cm-%C")
 	for _, op := range []string{"check", "exit"} {
@@ -477,7 +370,7 @@ func TestE2EHabitsFileTools(t *testing.T) {
 	e := newTestEnv(t)
 	e.writeConfig(habitsRoutes(user, "files", "127.0.0.1"))
 	a := startAgent(t, e, nil, "--upstream", "none")
-	s := startHabitsSSHD(t, a.ca, "127.0.0.1")
+	s := startSSHDOn(t, "127.0.0.1", a.ca)
 	cfg := habitsSSHConfig(t, e, a.socket, habitsHost{"target", s})
 	sshCmd := "ssh -F " + cfg
 	if strings.ContainsAny(cfg, " '\"\\$") {

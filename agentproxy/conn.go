@@ -44,10 +44,8 @@ type conn struct {
 	// target is the last target a certificate was listed for.
 	target *target
 
-	mu     sync.Mutex // guards up
-	up     *upstream
-	upErr  error
-	upDone bool
+	mu sync.Mutex // guards up
+	up *upstream
 }
 
 var _ agent.ExtendedAgent = (*conn)(nil)

@@ -55,13 +55,14 @@ func (st *statusReply) writePrometheus(w io.Writer, problems []string) {
 		fmt.Fprintf(w, "warden_token_ttl_seconds{source=%s} %d\n", label(is.TokenSource), is.TokenTTLSec)
 	}
 	metric("warden_issuer_healthy", "gauge", "1 when the issuer is local or OpenBao answered active/standby.")
-	fmt.Fprintf(w, "warden_issuer_healthy{kind=%s} %d\n", label(is.Kind), b2i(is.Health == "local" || is.Health == "active" || is.Health == "standby" || is.Health == "perfstandby"))
+	fmt.Fprintf(w, "warden_issuer_healthy{kind=%s} %d\n", label(is.Kind), b2i(is.healthy()))
 	metric("warden_audit_write_failing", "gauge", "1 while audit records cannot be made durable (signatures are refused).")
 	fmt.Fprintf(w, "warden_audit_write_failing %d\n", b2i(st.Extra.Audit.Unavailable))
 	metric("warden_audit_seq", "gauge", "Sequence number of the last durable audit record.")
 	fmt.Fprintf(w, "warden_audit_seq %d\n", st.Extra.Audit.Seq)
 	metric("warden_reload_failing", "gauge", "1 while the newest catalog or policy file is refused.")
-	for name, f := range map[string]fileStatus{"catalog": st.Extra.Catalog, "policy": st.Extra.Policy} {
+	for _, nf := range st.Extra.files() {
+		name, f := nf.name, nf.fileStatus
 		if f.Path != "" {
 			fmt.Fprintf(w, "warden_reload_failing{file=%s} %d\n", label(name), b2i(f.LastError != ""))
 		}

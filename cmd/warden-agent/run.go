@@ -1,13 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"os/user"
@@ -235,24 +234,6 @@ func printBanner(w io.Writer, cfg *Config, iss interface {
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug("agent protocol", "msg", string(bytesTrimNL(p)))
+	w.l.Debug("agent protocol", "msg", string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
-}
-
-func bytesTrimNL(p []byte) []byte {
-	for len(p) > 0 && p[len(p)-1] == '\n' {
-		p = p[:len(p)-1]
-	}
-	return p
-}
-
-var errAgentDown = errors.New("agent not running")
-
-// dialCheck reports whether an agent answers on socket.
-func dialCheck(socket string) error {
-	c, err := net.DialTimeout("unix", socket, time.Second)
-	if err != nil {
-		return fmt.Errorf("%w on %s: start it with `warden-agent run` (or `systemctl --user start warden-agent`)", errAgentDown, socket)
-	}
-	return c.Close()
 }

@@ -126,6 +126,27 @@ func fileStatusOf(path, hash string, loaded time.Time, err error) fileStatus {
 	return f
 }
 
+// healthy reports whether the issuer can issue: the local CA, or an
+// OpenBao node that answered active or standby.
+func (is issuerStatus) healthy() bool {
+	switch is.Health {
+	case "local", "active", "standby", "perfstandby":
+		return true
+	}
+	return false
+}
+
+type namedFile struct {
+	name string
+	fileStatus
+}
+
+// files lists the catalog and the policy in a fixed order, so output and
+// problems do not change order between runs.
+func (w wiringStatus) files() []namedFile {
+	return []namedFile{{"catalog", w.Catalog}, {"policy", w.Policy}}
+}
+
 // statusReply is agentproxy.Status with the wiring's part decoded.
 type statusReply struct {
 	agentproxy.Status
@@ -205,9 +226,7 @@ func (st *statusReply) problems() []string {
 		p = append(p, "upstream agent unreachable: "+st.Upstream.Error)
 	}
 	is := st.Extra.Issuer
-	switch is.Health {
-	case "local", "active", "standby", "perfstandby":
-	default:
+	if !is.healthy() {
 		p = append(p, fmt.Sprintf("issuer %s is %s %s", is.Address, is.Health, is.HealthError))
 	}
 	if is.TokenSource != "" && is.TokenTTLSec > 0 && time.Duration(is.TokenTTLSec)*time.Second < tokenWarning {
@@ -216,7 +235,8 @@ func (st *statusReply) problems() []string {
 	if st.Extra.Audit.Unavailable {
 		p = append(p, "audit log failing: "+st.Extra.Audit.LastError)
 	}
-	for name, f := range map[string]fileStatus{"catalog": st.Extra.Catalog, "policy": st.Extra.Policy} {
+	for _, nf := range st.Extra.files() {
+		name, f := nf.name, nf.fileStatus
 		if f.LastError != "" {
 			p = append(p, fmt.Sprintf("%s reload refused (last good version in force): %s", name, f.LastError))
 		}
@@ -245,7 +265,8 @@ func (st *statusReply) print(w io.Writer, problems []string) {
 		fmt.Fprintf(w, "  token from %s, %s left, renewable %v", is.TokenSource, time.Duration(is.TokenTTLSec)*time.Second, is.Renewable)
 	}
 	fmt.Fprintln(w)
-	for name, f := range map[string]fileStatus{"catalog": st.Extra.Catalog, "policy": st.Extra.Policy} {
+	for _, nf := range st.Extra.files() {
+		name, f := nf.name, nf.fileStatus
 		if f.Path == "" {
 			continue
 		}

@@ -129,7 +129,7 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	hooks.cache = srv.Cache
+	hooks.cache.Store(srv.Cache())
 
 	ln, err := agentproxy.SystemdListener()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -24,16 +25,20 @@ type sources struct {
 	catStore *catalog.Store   // nil when no catalog file is configured
 	polStore *policy.Store    // nil: the catalog alone decides
 	log      *slog.Logger
+	// ready is closed once both store fields are set: a watcher can fire
+	// before NewStore has returned, and its event reads them.
+	ready chan struct{}
 }
 
 // reloadHooks receive reload events once the agent is up.
 type reloadHooks struct {
 	record func(event string, fields map[string]any)
-	cache  func() *signer.Cache
+	// cache is set once the agent is built, after the watchers started.
+	cache atomic.Pointer[signer.Cache]
 }
 
 func openSources(cfg *Config, log *slog.Logger, hooks *reloadHooks) (*sources, error) {
-	s := &sources{log: log}
+	s := &sources{log: log, ready: make(chan struct{})}
 	inline, err := initialCatalog(cfg)
 	if err != nil {
 		return nil, err
@@ -48,16 +53,19 @@ func openSources(cfg *Config, log *slog.Logger, hooks *reloadHooks) (*sources, e
 	if cfg.Policy.Path != "" {
 		s.polStore, err = policy.NewStore(cfg.Policy.Path, log, func(e policy.Event) { s.onEvent("policy", e, hooks) })
 		if err != nil {
+			close(s.ready) // let a pending event finish so close can wait for its watcher
 			s.close()
 			return nil, err
 		}
 	}
+	close(s.ready)
 	return s, nil
 }
 
 // onEvent writes catalog.reloaded / policy.reload_failed and friends, and
 // drops cached certificates the new version no longer allows.
 func (s *sources) onEvent(kind string, e filewatch.Event, hooks *reloadHooks) {
+	<-s.ready
 	failed := e.Kind == filewatch.KindReloadFailed
 	// "hash" is the audit record's own field; the file's is <kind>_hash.
 	fields := map[string]any{"path": e.Path, kind + "_hash": "sha256:" + e.Hash}
@@ -76,8 +84,8 @@ func (s *sources) onEvent(kind string, e filewatch.Event, hooks *reloadHooks) {
 			fields["rules"] = len(s.polStore.Current().Rules)
 		}
 	}
-	if !failed && hooks.cache != nil {
-		if c := hooks.cache(); c != nil {
+	if !failed {
+		if c := hooks.cache.Load(); c != nil {
 			fields["dropped_certificates"] = c.Drop(func(en *signer.Entry) bool { return !s.stillAllowed(en) })
 		}
 	}

@@ -436,9 +436,11 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 }
 
 func (o *OpenBao) doOnce(ctx context.Context, c *api.Client, addr, method, path string, body any, token string, hdr http.Header) (*rawResponse, error) {
-	timeout := o.cfg.timeout
+	timeout, setting := o.cfg.timeout, "signer.openbao.timeout"
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		timeout = max(time.Until(dl), 0)
+		// The caller's deadline is shorter: for a login that is the
+		// agent's list_deadline, and that is what a timeout should name.
+		timeout, setting = max(time.Until(dl), 0), "list_deadline"
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.timeout)
 	defer cancel()
@@ -457,7 +459,7 @@ func (o *OpenBao) doOnce(ctx context.Context, c *api.Client, addr, method, path 
 		if err == nil {
 			err = errors.New("no response")
 		}
-		return nil, classify(err, addr, timeout)
+		return nil, classify(err, addr, timeout, setting)
 	}
 	defer resp.Body.Close()
 	// On an error status api/v2 has already buffered the (bounded) body
@@ -467,7 +469,7 @@ func (o *OpenBao) doOnce(ctx context.Context, c *api.Client, addr, method, path 
 		rerr = errBodyTooLarge
 	}
 	if rerr != nil {
-		return nil, classify(rerr, addr, timeout)
+		return nil, classify(rerr, addr, timeout, setting)
 	}
 	return &rawResponse{status: resp.StatusCode, body: data, addr: addr}, nil
 }
@@ -485,8 +487,8 @@ func isDialError(err error) bool {
 
 // classify turns a transport error into an UnavailableError that says what
 // happened where.
-func classify(err error, addr string, timeout time.Duration) error {
-	ue := &UnavailableError{Address: addr, Reason: ReasonUnreachable, Err: err, Timeout: timeout}
+func classify(err error, addr string, timeout time.Duration, setting string) error {
+	ue := &UnavailableError{Address: addr, Reason: ReasonUnreachable, Err: err, Timeout: timeout, TimeoutSetting: setting}
 	var (
 		op       *net.OpError
 		unknown  x509.UnknownAuthorityError

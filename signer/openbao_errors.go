@@ -2,6 +2,7 @@ package signer
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -124,9 +125,11 @@ type UnavailableError struct {
 	// Status and Message are the HTTP status and OpenBao's message, if any.
 	Status  int
 	Message string
-	// Timeout is the deadline that passed (ReasonTimeout).
-	Timeout time.Duration
-	Err     error
+	// Timeout is the deadline that passed (ReasonTimeout), and
+	// TimeoutSetting the setting that sets it.
+	Timeout        time.Duration
+	TimeoutSetting string
+	Err            error
 }
 
 // Error says what failed and how to fix it.
@@ -142,9 +145,16 @@ func (e *UnavailableError) Error() string {
 	case ReasonTLS:
 		return fmt.Sprintf("openbao: TLS to OpenBao at %s failed: %v; set ca_cert (or BAO_CACERT) to the CA that signed the server's certificate", a, e.Err)
 	case ReasonTimeout:
-		return fmt.Sprintf("openbao: OpenBao at %s did not answer within %s; check the server and network, or raise signer.openbao.timeout", a, e.Timeout)
+		setting := e.TimeoutSetting
+		if setting == "" {
+			setting = "signer.openbao.timeout"
+		}
+		return fmt.Sprintf("openbao: OpenBao at %s did not answer within %s; check the server and network, or raise %s", a, e.Timeout.Round(time.Millisecond), setting)
 	case ReasonBadResponse:
 		return fmt.Sprintf("openbao: OpenBao at %s sent a response we cannot use: %v", a, e.Err)
+	}
+	if e.Status == http.StatusTooManyRequests {
+		return fmt.Sprintf("openbao: OpenBao at %s is rate limiting this token (%d %q); warden retries after a back-off; ask for a larger rate limit quota on the sign path", a, e.Status, e.Message)
 	}
 	if e.Message != "" {
 		return fmt.Sprintf("openbao: OpenBao at %s failed (%d %q)", a, e.Status, e.Message)

@@ -179,6 +179,7 @@ type Server struct {
 	standby     bool
 	delay       time.Duration
 	fails       []failure
+	signFail    *failure // every sign request fails while set
 	tamper      Tamper
 	counts      map[string]int
 	signHeaders []http.Header
@@ -405,6 +406,18 @@ func (s *Server) FailNextPath(path string, status int, body string) {
 	s.fails = append(s.fails, failure{path: path, status: status, body: body})
 }
 
+// FailSigns makes every sign request answer status with body (raw JSON)
+// until FailSigns(0, "") ends the fault.
+func (s *Server) FailSigns(status int, body string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if status == 0 {
+		s.signFail = nil
+		return
+	}
+	s.signFail = &failure{status: status, body: body}
+}
+
 // SetTamper makes later sign answers lie in the given way.
 func (s *Server) SetTamper(t Tamper) { s.mu.Lock(); s.tamper = t; s.mu.Unlock() }
 
@@ -531,6 +544,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.fails = slices.Delete(s.fails, i, i+1)
 			break
 		}
+	}
+	if fail == nil && isSign && s.signFail != nil {
+		f := *s.signFail
+		fail = &f
 	}
 	s.mu.Unlock()
 

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -190,15 +189,7 @@ func TestSignChecksTheBoundSession(t *testing.T) {
 	if err := bind(a, env.host, sid, false); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := a.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs := wardenKeys(keys)
-	if len(certs) != 1 {
-		t.Fatalf("listed %d warden keys, want 1", len(certs))
-	}
-	cert := parseCert(t, certs[0])
+	cert := listOneCert(t, a)
 	if len(cert.ValidPrincipals) != 1 || cert.ValidPrincipals[0] != "deploy" {
 		t.Fatalf("principals %v, want [deploy]", cert.ValidPrincipals)
 	}
@@ -242,55 +233,7 @@ func TestConcurrentConnectionsShareOneIssuance(t *testing.T) {
 	env := startServer(t, nil)
 	env.iss.delay = 50 * time.Millisecond // keep the issuance in flight while others ask
 	const clients = 50
-	serials := make(chan uint64, clients)
-	errs := make(chan error, clients)
-	var wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.Dial("unix", env.socket)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			a := agent.NewClient(c)
-			if err := bind(a, env.host, randomSID(t), false); err != nil {
-				errs <- err
-				return
-			}
-			keys, err := a.List()
-			if err != nil {
-				errs <- err
-				return
-			}
-			certs := wardenKeys(keys)
-			if len(certs) != 1 {
-				errs <- io.ErrUnexpectedEOF
-				return
-			}
-			serials <- parseCert(t, certs[0]).Serial
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	close(serials)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	first, n := uint64(0), 0
-	for s := range serials {
-		if n == 0 {
-			first = s
-		} else if s != first {
-			t.Fatalf("serials differ: %x and %x", first, s)
-		}
-		n++
-	}
-	if n != clients {
-		t.Fatalf("%d clients got a certificate, want %d", n, clients)
-	}
+	oneSharedCertificate(t, listBurst(t, env.socket, env.host, clients, 30*time.Second))
 	if got := env.iss.n.Load(); got != 1 {
 		t.Fatalf("%d issuances for %d concurrent clients, want exactly 1", got, clients)
 	}

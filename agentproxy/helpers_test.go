@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -275,4 +276,88 @@ func parseCert(t testing.TB, k *agent.Key) *ssh.Certificate {
 		t.Fatalf("%s is not a certificate", k.Comment)
 	}
 	return c
+}
+
+// listResult is what one client of a burst listed, or why it did not.
+type listResult struct {
+	keys []*agent.Key
+	err  error
+}
+
+// listBurst connects clients clients, binds each to host, releases them
+// at the same moment, and returns what each one's List answered. A List
+// that has not answered within wait is an error, so a hung agent fails
+// the test instead of hanging it.
+func listBurst(t testing.TB, socket string, host ssh.Signer, clients int, wait time.Duration) []listResult {
+	t.Helper()
+	out := make([]listResult, clients)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("unix", socket)
+			if err != nil {
+				out[i].err = err
+				return
+			}
+			defer c.Close()
+			a := agent.NewClient(c)
+			if err := bind(a, host, randomSID(t), false); err != nil {
+				out[i].err = err
+				return
+			}
+			<-start
+			res := make(chan listResult, 1)
+			go func() {
+				keys, err := a.List()
+				res <- listResult{keys, err}
+			}()
+			select {
+			case out[i] = <-res:
+			case <-time.After(wait):
+				out[i].err = fmt.Errorf("list did not answer within %s", wait)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
+
+// oneSharedCertificate checks that every client of a burst listed exactly
+// one warden certificate, the same one, and returns its serial.
+func oneSharedCertificate(t testing.TB, results []listResult) uint64 {
+	t.Helper()
+	var serial uint64
+	for i, r := range results {
+		if r.err != nil {
+			t.Fatalf("client %d: %v", i, r.err)
+		}
+		certs := wardenKeys(r.keys)
+		if len(certs) != 1 {
+			t.Fatalf("client %d listed %d warden keys, want 1", i, len(certs))
+		}
+		s := parseCert(t, certs[0]).Serial
+		if i > 0 && s != serial {
+			t.Fatalf("serials differ: %x and %x", serial, s)
+		}
+		serial = s
+	}
+	return serial
+}
+
+// listOneCert lists and returns the one warden certificate listed.
+func listOneCert(t testing.TB, a agent.ExtendedAgent) *ssh.Certificate {
+	t.Helper()
+	keys, err := a.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := wardenKeys(keys)
+	if len(certs) != 1 {
+		t.Fatalf("listed %d warden keys (%d keys in all), want 1", len(certs), len(keys))
+	}
+	return parseCert(t, certs[0])
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/netkingdom/ops-warden/catalog"
 	"github.com/netkingdom/ops-warden/signer"
@@ -35,52 +34,17 @@ const (
 	faultSlack = 4 * time.Second
 )
 
-// listBurst has faultClients clients bind to host and list at the same
+// faultBurst has faultClients clients bind to host and list at the same
 // moment; each must answer within the list deadline with no warden key.
-func listBurst(t *testing.T, socket string, host ssh.Signer, what string) {
+func faultBurst(t *testing.T, socket string, host ssh.Signer, what string) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, faultClients)
-	start := make(chan struct{})
-	for i := 0; i < faultClients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.Dial("unix", socket)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			a := agent.NewClient(c)
-			if err := bind(a, host, randomSID(t), false); err != nil {
-				errs <- err
-				return
-			}
-			<-start
-			res := make(chan error, 1)
-			go func() {
-				keys, err := a.List()
-				if err == nil && len(wardenKeys(keys)) != 0 {
-					err = fmt.Errorf("listed a certificate while the issuer fails (%s)", what)
-				}
-				res <- err
-			}()
-			select {
-			case err := <-res:
-				if err != nil {
-					errs <- err
-				}
-			case <-time.After(faultListDeadline + faultSlack):
-				errs <- fmt.Errorf("list did not answer within the list deadline %s + %s", faultListDeadline, faultSlack)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	for i, r := range listBurst(t, socket, host, faultClients, faultListDeadline+faultSlack) {
+		switch {
+		case r.err != nil:
+			t.Errorf("client %d (%s): %v", i, what, r.err)
+		case len(wardenKeys(r.keys)) != 0:
+			t.Errorf("client %d listed a certificate while the issuer fails (%s)", i, what)
+		}
 	}
 }
 
@@ -149,7 +113,7 @@ func TestFaultIssuerUnderConcurrentLogins(t *testing.T) {
 			host := hosts[mode]
 			iss.mode.Store(mode)
 			iss.calls.Store(0)
-			listBurst(t, env.socket, host, mode)
+			faultBurst(t, env.socket, host, mode)
 			if n := iss.calls.Load(); n < 1 || n > 3 {
 				t.Errorf("issuer called %d times for %d concurrent logins during the fault, want 1..3", n, faultClients)
 			}
@@ -211,7 +175,7 @@ func TestFaultOpenBaoUnderConcurrentLogins(t *testing.T) {
 			route := "fault-" + strings.ReplaceAll(f.name, " ", "-")
 			before := len(wl.exchanges())
 			f.start()
-			listBurst(t, env.socket, host, f.name)
+			faultBurst(t, env.socket, host, f.name)
 			// Each issuance attempt writes one issue.failed; a 403 earns
 			// one re-login and retry, so two sign requests per attempt.
 			failures := routeRecords(env.rec, evIssueFailed, route)

@@ -243,15 +243,7 @@ func TestOpenBaoLoginWithRealSSH(t *testing.T) {
 	}
 	// Another client of the agent sees the same certificate.
 	_, a := dial(t, env.socket)
-	keys, err := a.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs := wardenKeys(keys)
-	if len(certs) != 1 {
-		t.Fatalf("second client listed %d warden keys, want 1", len(certs))
-	}
-	cert := parseCert(t, certs[0])
+	cert := listOneCert(t, a)
 	if got := fmt.Sprintf("%016x", cert.Serial); got != rec["serial"] {
 		t.Errorf("listed certificate serial %s, audit record %v", got, rec["serial"])
 	}
@@ -712,73 +704,13 @@ func TestOpenBaoConcurrentLoginsShareOneSignRequest(t *testing.T) {
 		return []catalog.Route{r}
 	})
 	const clients = 50
-	serials := make(chan uint64, clients)
-	errs := make(chan error, clients)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.Dial("unix", env.socket)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			a := agent.NewClient(c)
-			sid := make([]byte, 32)
-			rand.Read(sid)
-			if err := bind(a, env.host, sid, false); err != nil {
-				errs <- err
-				return
-			}
-			<-start
-			keys, err := a.List()
-			if err != nil {
-				errs <- err
-				return
-			}
-			certs := wardenKeys(keys)
-			if len(certs) != 1 {
-				errs <- fmt.Errorf("listed %d warden keys, want 1", len(certs))
-				return
-			}
-			pk, err := ssh.ParsePublicKey(certs[0].Blob)
-			if err != nil {
-				errs <- err
-				return
-			}
-			cert, ok := pk.(*ssh.Certificate)
-			if !ok {
-				errs <- fmt.Errorf("%s is not a certificate", certs[0].Comment)
-				return
-			}
-			serials <- cert.Serial
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	close(serials)
-	for err := range errs {
-		t.Errorf("client: %v (last failure %v)", err, env.rec.last(evIssueFailed))
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	var got []uint64
-	for s := range serials {
-		got = append(got, s)
-	}
-	if len(got) != clients {
-		t.Fatalf("%d clients got a certificate, want %d", len(got), clients)
-	}
-	for _, s := range got {
-		if s != got[0] {
-			t.Fatalf("serials differ: %x and %x", got[0], s)
+	results := listBurst(t, env.socket, env.host, clients, 30*time.Second)
+	for _, r := range results {
+		if r.err != nil {
+			t.Fatalf("client: %v (last failure %v)", r.err, env.rec.last(evIssueFailed))
 		}
 	}
+	serial := oneSharedCertificate(t, results)
 	exs := wl.exchanges()
 	if len(exs) != 1 {
 		t.Fatalf("%d sign requests reached OpenBao for %d concurrent logins, want exactly 1", len(exs), clients)
@@ -788,8 +720,8 @@ func TestOpenBaoConcurrentLoginsShareOneSignRequest(t *testing.T) {
 			t.Fatalf("test server counted %d sign requests, want exactly 1", n)
 		}
 	}
-	if want, err := strconv.ParseUint(exs[0].Serial, 16, 64); err != nil || want != got[0] {
-		t.Errorf("clients got serial %x, OpenBao returned %q", got[0], exs[0].Serial)
+	if want, err := strconv.ParseUint(exs[0].Serial, 16, 64); err != nil || want != serial {
+		t.Errorf("clients got serial %x, OpenBao returned %q", serial, exs[0].Serial)
 	}
 	if n := env.rec.count(evCertIssued); n != 1 {
 		t.Errorf("%d cert.issued records, want 1", n)

@@ -30,6 +30,12 @@ fuzz:
 	  done; \
 	done
 
+## fuzz-seeds: record the fuzz targets' seed corpora (*/testdata/fuzz) from real ssh, ssh-add, sshd and ssh-agent traffic
+.PHONY: fuzz-seeds
+fuzz-seeds:
+	WARDEN_RECORD_SEEDS=1 $(GO) test -count=1 -run '^TestRecordSeeds$$' ./cmd/warden-agent
+	$(GO) test -count=1 -run 'Fuzz|TestRecorded' ./agentproxy ./audit ./catalog ./policy ./signer
+
 ## man: regenerate docs/warden-agent.1 from the CLI definition (a test checks it is current)
 man:
 	$(GO) run ./cmd/warden-agent man > docs/warden-agent.1

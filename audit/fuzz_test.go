@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netkingdom/ops-warden/internal/fuzzseed"
 )
 
 // seedLog returns the lines of a small real log, for seed corpora.
@@ -92,4 +94,30 @@ func FuzzParseRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRecordedAuditLog: the audit log of a real recorded run (logins,
+// ssh -J, ssh -A, ssh-add, lock) verifies, whole and from its middle, and
+// each of its lines parses.
+func TestRecordedAuditLog(t *testing.T) {
+	for name, data := range fuzzseed.Recorded(t, "FuzzVerify", "audit-") {
+		var res VerifyResult
+		broken, err := verifyStream(bytes.NewReader(data), name, &res)
+		if err != nil || broken || !res.OK() {
+			t.Errorf("%s: real log does not verify: broken %v, err %v, %+v", name, broken, err, res)
+		}
+		if want := bytes.Count(data, []byte("\n")); res.Records != want {
+			t.Errorf("%s: %d records verified, the log has %d lines", name, res.Records, want)
+		}
+	}
+	for name, line := range fuzzseed.Recorded(t, "FuzzParseRecord", "audit-") {
+		rec, err := ParseRecord(line)
+		if err != nil {
+			t.Errorf("%s: real record refused: %v", name, err)
+			continue
+		}
+		if "audit-"+strings.ReplaceAll(rec.Event, ".", "-") != name {
+			t.Errorf("%s: event %q", name, rec.Event)
+		}
+	}
 }

@@ -2,9 +2,12 @@ package catalog
 
 import (
 	"crypto/ed25519"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/netkingdom/ops-warden/internal/fuzzseed"
 )
 
 func FuzzLoadCatalog(f *testing.F) {
@@ -57,4 +60,51 @@ func FuzzKnownHosts(f *testing.F) {
 		r := &Route{Name: "r", Hosts: []string{"*.prod.example.com", "db1.prod.example.com"}, Principals: []string{"u"}}
 		kh.KeyMatchesRoute(key, r)
 	})
+}
+
+// TestRecordedCatalogs: the example catalog and the agent.yaml of the
+// recording load without blocking findings.
+func TestRecordedCatalogs(t *testing.T) {
+	for _, name := range []string{"examples-catalog-yaml", "recorded-routes"} {
+		data := fuzzseed.Recorded(t, "FuzzLoadCatalog", name)[name]
+		if _, err := Parse(name, data); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if fs := Lint(name, data); HasErrorsBlocking(fs) {
+			t.Errorf("%s: lint: %v", name, fs)
+		}
+	}
+}
+
+// TestRecordedKnownHosts: known_hosts files written by real ssh
+// (accept-new) and ssh-keyscan parse to one entry per line, and every
+// unhashed entry is found for a route naming its host.
+func TestRecordedKnownHosts(t *testing.T) {
+	for name, data := range fuzzseed.Recorded(t, "FuzzKnownHosts", "known-hosts-") {
+		kh := ParseKnownHosts(data)
+		lines := 0
+		for _, l := range strings.Split(string(data), "\n") {
+			if l = strings.TrimSpace(l); l == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			lines++
+			_, hosts, key, _, _, err := ssh.ParseKnownHosts([]byte(l))
+			if err != nil {
+				t.Errorf("%s: x/crypto refuses %q: %v", name, l, err)
+				continue
+			}
+			for _, h := range hosts {
+				if strings.HasPrefix(h, "|") {
+					continue // hashed: the host is not in the file
+				}
+				r := &Route{Name: "r", Hosts: []string{hostOnly(h)}, Principals: []string{"u"}}
+				if !kh.KeyMatchesRoute(key, r) {
+					t.Errorf("%s: key of %s not found for a route to %s", name, h, hostOnly(h))
+				}
+			}
+		}
+		if len(kh.entries) != lines {
+			t.Errorf("%s: %d entries from %d lines", name, len(kh.entries), lines)
+		}
+	}
 }

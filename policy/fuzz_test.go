@@ -1,6 +1,11 @@
 package policy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/netkingdom/ops-warden/internal/fuzzseed"
+)
 
 func FuzzLoadPolicy(f *testing.F) {
 	f.Add([]byte(testPolicy))
@@ -24,4 +29,17 @@ func FuzzLoadPolicy(f *testing.F) {
 		}
 		p.Explain(in)
 	})
+}
+
+// TestRecordedPolicies: the example policy and the rules of docs/policy.md
+// load.
+func TestRecordedPolicies(t *testing.T) {
+	for name, data := range fuzzseed.Recorded(t, "FuzzLoadPolicy", "") {
+		if !strings.HasPrefix(name, "examples-") && !strings.HasPrefix(name, "docs-") {
+			continue
+		}
+		if _, err := Parse(name, data); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/netkingdom/ops-warden/internal/fuzzseed"
 )
 
 // transcriptSignResponses are answers of a real OpenBao 2.6.2 to
@@ -84,4 +86,41 @@ func FuzzParseSignResponse(f *testing.F) {
 			t.Fatalf("accepted %q without a matching certificate", body)
 		}
 	})
+}
+
+// TestRecordedOpenBaoBodies: the response bodies of the real OpenBao
+// transcript, as recorded (indented), parse with the parser of their
+// path, and error bodies are not taken for certificates.
+func TestRecordedOpenBaoBodies(t *testing.T) {
+	seeds := fuzzseed.Recorded(t, "FuzzParseSignResponse", "openbao-")
+	for name, body := range seeds {
+		isErr := strings.Contains(string(body), `"errors"`)
+		if strings.HasPrefix(name, "openbao-sign-") || strings.HasPrefix(name, "openbao-sealed-server-sign") {
+			_, err := parseSignResponse(body)
+			if isErr && err == nil {
+				t.Errorf("%s: error body parsed as a certificate", name)
+			}
+			if !isErr && err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			if isErr && errorMessage(body) == "" {
+				t.Errorf("%s: no error message found", name)
+			}
+		}
+	}
+	for name, parse := range map[string]func([]byte) error{
+		"openbao-approle-login":                  func(b []byte) error { _, err := parseAuth(b); return err },
+		"openbao-token-renew-self":               func(b []byte) error { _, err := parseAuth(b); return err },
+		"openbao-token-lookup-self-policy-token": func(b []byte) error { _, err := parseLookup(b); return err },
+		"openbao-ssh-ca-public-key-no-auth":      func(b []byte) error { _, err := parseCAKey(b); return err },
+	} {
+		body, ok := seeds[name]
+		if !ok {
+			t.Errorf("no recorded seed %s", name)
+			continue
+		}
+		if err := parse(body); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

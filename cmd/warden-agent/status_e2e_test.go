@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netkingdom/ops-warden/signer/openbaotest"
-	"time"
 )
 
 // TestE2EStatus: status against a running agent when healthy, with the

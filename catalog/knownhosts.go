@@ -20,7 +20,9 @@ const MaxKnownHostsSize = 16 << 20
 
 // KnownHosts is a reverse index of known_hosts files: from a host key to
 // the names it is known under. Hashed entries (HashKnownHosts) cannot be
-// reversed, so they are tested against the literal host names of a route.
+// reversed, so they are tested against the literal host names of a route;
+// ssh hashes a host on a port other than 22 as "[host]:port", so only a
+// route listing that form finds such an entry.
 type KnownHosts struct {
 	entries []knownEntry
 }
@@ -116,7 +118,9 @@ func (kh *KnownHosts) KeyMatchesRoute(key ssh.PublicKey, r *Route) bool {
 			if strings.HasPrefix(name, "!") {
 				continue
 			}
-			if r.MatchesHost(hostOnly(name)) {
+			// "[host]:port" matches a route naming the host, or naming
+			// that exact "[host]:port" as a hashed entry needs.
+			if r.MatchesHost(hostOnly(name)) || r.MatchesHost(name) {
 				return true
 			}
 		}

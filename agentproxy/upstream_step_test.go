@@ -1,0 +1,157 @@
+package agentproxy
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"io"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// stepUpstream is a unix-socket agent that answers each request with
+// reply(n) (n counts requests over all connections, from 0) and counts
+// the connections it accepted.
+func stepUpstream(t *testing.T, reply func(n int) []byte) (sock string, accepted *atomic.Int32) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "step.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted = new(atomic.Int32)
+	var requests atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				for {
+					var hdr [4]byte
+					if _, err := io.ReadFull(c, hdr[:]); err != nil {
+						return
+					}
+					if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))); err != nil {
+						return
+					}
+					out := reply(int(requests.Add(1) - 1))
+					if out == nil {
+						return // hang up
+					}
+					if _, err := c.Write(out); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return sock, accepted
+}
+
+func stepTestKey(t *testing.T) ssh.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func frameOf(body ...byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
+}
+
+// TestUpstreamRefusalKeepsConnection: a plain SSH_AGENT_FAILURE leaves the
+// stream in step, so the connection (and the session binds the upstream
+// agent holds for it) is kept; a hang-up or a reply left unread breaks it.
+func TestUpstreamRefusalKeepsConnection(t *testing.T) {
+	key := stepTestKey(t)
+	for _, tc := range []struct {
+		name       string
+		reply      []byte // the first reply; nil hangs up
+		wantBroken bool
+	}{
+		{"failure", frameOf(msgFailure), false},
+		{"extension failure", frameOf(msgExtensionFailure), false},
+		{"hang-up", nil, true},
+		{"oversized reply", binary.BigEndian.AppendUint32(nil, 17<<20), true},
+		{"truncated reply", append(binary.BigEndian.AppendUint32(nil, 10), msgFailure), true},
+		// Two replies to one request: kept, every later request would
+		// read the answer to the one before.
+		{"two replies", append(frameOf(msgFailure), frameOf(msgFailure)...), true},
+		// A whole reply of the wrong kind may be an answer out of turn.
+		{"reply of another kind", frameOf(msgSuccess), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock, _ := stepUpstream(t, func(n int) []byte {
+				if n == 0 {
+					return tc.reply
+				}
+				return frameOf(msgSuccess)
+			})
+			up, err := dialUpstream(sock, 300*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer up.close()
+			if _, err := up.SignWithFlags(key, []byte("data"), 0); err == nil {
+				t.Fatal("sign succeeded; want the refusal")
+			}
+			if got := up.broken.Load(); got != tc.wantBroken {
+				t.Fatalf("broken = %v after %s, want %v", got, tc.name, tc.wantBroken)
+			}
+			if !tc.wantBroken {
+				// The same connection answers the next request.
+				if err := up.RemoveAll(); err != nil {
+					t.Fatalf("next request on the kept connection: %v", err)
+				}
+				if up.broken.Load() {
+					t.Fatal("broken after a successful request")
+				}
+			}
+		})
+	}
+}
+
+// TestUpstreamRefusalThenSignSameConnection runs the sequence of the
+// e2e case: a bind, a refused sign, another sign, all on one upstream
+// connection.
+func TestUpstreamRefusalThenSignSameConnection(t *testing.T) {
+	sock, accepted := stepUpstream(t, func(n int) []byte {
+		if n == 1 {
+			return frameOf(msgFailure)
+		}
+		return frameOf(msgSuccess)
+	})
+	up, err := dialUpstream(sock, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	if _, err := up.Extension(extSessionBind, []byte("bind")); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := up.Remove(stepTestKey(t)); err == nil {
+		t.Fatal("want the refusal")
+	}
+	if err := up.RemoveAll(); err != nil {
+		t.Fatal(err)
+	}
+	if up.broken.Load() || accepted.Load() != 1 {
+		t.Fatalf("broken=%v, %d connections; want one kept connection", up.broken.Load(), accepted.Load())
+	}
+}

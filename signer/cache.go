@@ -26,8 +26,9 @@ type Entry struct {
 	// Ephemeral is the private half; it stays in memory.
 	Ephemeral *EphemeralKey
 	IssuedAt  time.Time
-	// Blob is the certificate's wire form and Fingerprint its SHA256
-	// fingerprint, computed once: every list and signature needs them.
+	// Blob is the certificate's wire form and Fingerprint the SHA256
+	// fingerprint of its key (KeyFingerprint), computed once: every list
+	// and signature needs them.
 	Blob        []byte
 	Fingerprint string
 }
@@ -213,7 +214,7 @@ func (c *Cache) issue(ctx context.Context, key CacheKey, issue IssueFunc) (*Entr
 		return nil, err
 	}
 	return &Entry{Key: key, Cert: iss.Cert, Issued: iss, Signer: s, Ephemeral: eph, IssuedAt: issuedAt,
-		Blob: iss.Cert.Marshal(), Fingerprint: ssh.FingerprintSHA256(iss.Cert)}, nil
+		Blob: iss.Cert.Marshal(), Fingerprint: KeyFingerprint(iss.Cert)}, nil
 }
 
 func (c *Cache) pruneLocked(now time.Time) {

@@ -1,9 +1,11 @@
 package signer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -251,7 +253,8 @@ func (c *Cache) Current(key CacheKey) *Entry {
 	return nil
 }
 
-// Valid returns the newest usable certificate of every target.
+// Valid returns the newest usable certificate of every target, by route
+// and principal.
 func (c *Cache) Valid() []*Entry {
 	now := c.opts.Now()
 	c.mu.Lock()
@@ -262,6 +265,11 @@ func (c *Cache) Valid() []*Entry {
 			out = append(out, e)
 		}
 	}
+	// A fixed order (map order is random): clients that try only the
+	// first key they are offered must see the same one each time.
+	slices.SortFunc(out, func(a, b *Entry) int {
+		return cmp.Or(cmp.Compare(a.Key.Route, b.Key.Route), cmp.Compare(a.Key.Principal, b.Key.Principal))
+	})
 	return out
 }
 

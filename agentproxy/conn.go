@@ -1,6 +1,7 @@
 package agentproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/netkingdom/ops-warden/audit"
 	"github.com/netkingdom/ops-warden/signer"
 )
 
@@ -46,6 +49,27 @@ type conn struct {
 
 	mu sync.Mutex // guards up
 	up *upstream
+
+	// Parts of the per-signature audit records that stay the same for many
+	// signatures, computed once (only the serving goroutine touches them).
+	audit auditCache
+}
+
+// auditCache holds what the records of signatures made on one connection
+// share: the caller block, the serial of the certificate last used, and
+// the host key and session of the last bind.
+type auditCache struct {
+	caller    audit.Object
+	hasCaller bool
+
+	entry             *signer.Entry
+	serial, serialDec string
+
+	bind     int // len(binds) the fields below describe; 0 for none
+	bindBlob []byte
+	bindFP   string
+	sid      []byte
+	sidHash  string
 }
 
 var _ agent.ExtendedAgent = (*conn)(nil)
@@ -131,6 +155,56 @@ func (c *conn) close() {
 // caller is the audit block that says who asked.
 func (c *conn) caller() map[string]any {
 	return map[string]any{"pid": c.peer.Pid, "uid": c.peer.Uid, "exe": c.peer.Exe, "chain": c.peer.ChainString()}
+}
+
+// callerObject is caller() encoded for audit.Fields, once per connection
+// (the peer does not change).
+func (c *conn) callerObject() audit.Object {
+	if !c.audit.hasCaller {
+		f := audit.NewFields(128)
+		f.Int("pid", int64(c.peer.Pid))
+		f.Int("uid", int64(c.peer.Uid))
+		f.String("exe", c.peer.Exe)
+		f.String("chain", c.peer.ChainString())
+		c.audit.caller, c.audit.hasCaller = audit.NewObject(f), true
+	}
+	return c.audit.caller
+}
+
+// serials returns e's serial in hex and decimal, as the audit log writes
+// them.
+func (c *conn) serials(e *signer.Entry) (hex, dec string) {
+	if c.audit.entry != e {
+		c.audit.entry = e
+		c.audit.serial = fmt.Sprintf("%016x", e.Cert.Serial)
+		c.audit.serialDec = strconv.FormatUint(e.Cert.Serial, 10)
+	}
+	return c.audit.serial, c.audit.serialDec
+}
+
+// lastBind returns the connection's last session bind with its host key's
+// wire form and fingerprint, computed once per bind.
+func (c *conn) lastBind() (b *sessionBind, blob []byte, fp string) {
+	if len(c.binds) == 0 {
+		return nil, nil, ""
+	}
+	last := &c.binds[len(c.binds)-1]
+	if c.audit.bind != len(c.binds) {
+		c.audit.bind = len(c.binds)
+		c.audit.bindBlob = last.HostKey.Marshal()
+		c.audit.bindFP = ssh.FingerprintSHA256(last.HostKey)
+	}
+	return last, c.audit.bindBlob, c.audit.bindFP
+}
+
+// sessionHash is sessionIDHash, remembered for the session last seen
+// (every signature of a login carries the same session id).
+func (c *conn) sessionHash(sid []byte) string {
+	if c.audit.sid == nil || !bytes.Equal(sid, c.audit.sid) {
+		c.audit.sid = bytes.Clone(sid)
+		c.audit.sidHash = sessionIDHash(sid)
+	}
+	return c.audit.sidHash
 }
 
 func (c *conn) forwarded() bool {
@@ -239,35 +313,26 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 		return nil, err
 	}
 	c.s.stats.UpstreamSigned.Add(1)
-	fields := map[string]any{"conn": c.id, "key_fingerprint": ssh.FingerprintSHA256(key), "caller": c.caller()}
+	f := audit.NewFields(512)
+	f.String("conn", c.id)
+	f.String("key_fingerprint", ssh.FingerprintSHA256(key))
+	f.Object("caller", c.callerObject())
 	if comment := up.comment(blob); comment != "" {
-		fields["comment"] = comment
+		f.String("comment", comment)
 	}
 	if ua, err := parseUserauth(data); err == nil {
-		fields["user"] = ua.User
-		if hk := c.boundHostKey(ua); hk != nil {
-			fields["host_key"] = ssh.FingerprintSHA256(hk)
+		f.String("user", ua.User)
+		if ua.HostKey != nil {
+			f.String("host_key", ssh.FingerprintSHA256(ua.HostKey))
+		} else if _, _, fp := c.lastBind(); fp != "" {
+			f.String("host_key", fp)
 		}
 	}
 	// Upstream keys are the user's own; their use is recorded best effort
 	// and off the reply path, so neither a broken audit log nor its fsync
 	// stands between users and their own keys.
-	c.s.background(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.UpstreamTimeout)
-		defer cancel()
-		_ = c.s.record(ctx, evUpstreamUsed, fields)
-	})
+	c.s.recordLater(evUpstreamUsed, f)
 	return sig, nil
-}
-
-func (c *conn) boundHostKey(ua *userauthRequest) ssh.PublicKey {
-	if ua.HostKey != nil {
-		return ua.HostKey
-	}
-	if len(c.binds) > 0 {
-		return c.binds[len(c.binds)-1].HostKey
-	}
-	return nil
 }
 
 // Add forwards a key to the upstream agent with all its constraints:

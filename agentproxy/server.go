@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/netkingdom/ops-warden/audit"
 	"github.com/netkingdom/ops-warden/catalog"
 	"github.com/netkingdom/ops-warden/signer"
 )
@@ -28,6 +29,22 @@ type Recorder interface {
 	Record(ctx context.Context, event string, fields map[string]any) error
 	// Head is the current audit chain head, sent to the issuer as an anchor.
 	Head() string
+}
+
+// FieldsRecorder is a Recorder that also takes fields already encoded for
+// the audit log (audit.Fields), as *audit.Log's AppendFields and
+// AppendLater do. The events written on every signature (cert.used,
+// upstream.used) use it when the Recorder has it, so that the signing path
+// builds no map and encodes nothing by reflection; a Recorder without it
+// gets the same fields as a map.
+type FieldsRecorder interface {
+	// RecordFields is Record for Fields: it returns only when the record
+	// is durable.
+	RecordFields(ctx context.Context, event string, f *audit.Fields) error
+	// RecordFieldsLater queues a best-effort record without waiting and
+	// calls done (which must not block) once it is written or refused. It
+	// returns false, without calling done, if it could not queue it.
+	RecordFieldsLater(event string, f *audit.Fields, done func(error)) bool
 }
 
 // AuthRequest is what the policy is asked before a certificate is issued
@@ -119,6 +136,16 @@ type Server struct {
 
 	stats   Stats
 	latency *latencyHistogram // issuance latency
+
+	// signDeadline is the deadline context signatures share (signContext).
+	signDeadline atomic.Pointer[sharedDeadline]
+}
+
+// sharedDeadline is a context with a deadline, made at made.
+type sharedDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc // called by the context's own timer
+	made   time.Time
 }
 
 // Stats are counters since start.
@@ -336,13 +363,7 @@ func (s *Server) background(f func()) {
 // record writes an audit record (and a log line). It returns an error
 // only when a Recorder is configured and the record is not durable.
 func (s *Server) record(ctx context.Context, event string, fields map[string]any) error {
-	// With an audit log, per-signature events are already recorded there;
-	// the operational log repeats them only at debug level.
-	level := slog.LevelInfo
-	if s.cfg.Recorder != nil && (event == evCertUsed || event == evUpstreamUsed || event == evSessionBind) {
-		level = slog.LevelDebug
-	}
-	if s.log.Enabled(ctx, level) {
+	if level := s.logLevel(event); s.log.Enabled(ctx, level) {
 		attrs := make([]slog.Attr, 0, len(fields))
 		for k, v := range fields {
 			attrs = append(attrs, slog.Any(k, v))
@@ -357,6 +378,93 @@ func (s *Server) record(ctx context.Context, event string, fields map[string]any
 		return err
 	}
 	return nil
+}
+
+// recordFields is record for the per-signature events, with fields built
+// as audit.Fields.
+func (s *Server) recordFields(ctx context.Context, event string, f *audit.Fields) error {
+	s.logFields(ctx, event, f)
+	if s.cfg.Recorder == nil {
+		return nil
+	}
+	var err error
+	if fr, ok := s.cfg.Recorder.(FieldsRecorder); ok {
+		err = fr.RecordFields(ctx, event, f)
+	} else {
+		err = s.cfg.Recorder.Record(ctx, event, f.Map())
+	}
+	if err != nil {
+		s.log.Error("audit record not durable", "event", event, "err", err)
+	}
+	return err
+}
+
+// recordLater writes a best-effort record off the caller's path: queued
+// on the audit log's writer when the Recorder can take it that way, else
+// on a goroutine bounded by UpstreamTimeout. Shutdown waits for it.
+func (s *Server) recordLater(event string, f *audit.Fields) {
+	s.logFields(context.Background(), event, f)
+	if s.cfg.Recorder == nil {
+		return
+	}
+	if fr, ok := s.cfg.Recorder.(FieldsRecorder); ok {
+		s.bg.Add(1)
+		if fr.RecordFieldsLater(event, f, func(err error) {
+			if err != nil {
+				s.log.Error("audit record not durable", "event", event, "err", err)
+			}
+			s.bg.Done()
+		}) {
+			return
+		}
+		s.bg.Done()
+	}
+	s.background(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.UpstreamTimeout)
+		defer cancel()
+		_ = s.recordFields(ctx, event, f)
+	})
+}
+
+// logLevel is the operational log's level for an event: with an audit
+// log, per-signature events are already recorded there and the
+// operational log repeats them only at debug level.
+func (s *Server) logLevel(event string) slog.Level {
+	if s.cfg.Recorder != nil && (event == evCertUsed || event == evUpstreamUsed || event == evSessionBind) {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+// logFields repeats an event built as audit.Fields in the operational log.
+func (s *Server) logFields(ctx context.Context, event string, f *audit.Fields) {
+	level := s.logLevel(event)
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	m := f.Map()
+	attrs := make([]slog.Attr, 0, len(m))
+	for k, v := range m {
+		attrs = append(attrs, slog.Any(k, v))
+	}
+	s.log.LogAttrs(ctx, level, event, attrs...)
+}
+
+// signContext returns a context that ends ListDeadline after it was made,
+// shared by the signatures of the same tenth of that deadline (at most a
+// second): every signature's wait for its audit record stays bounded by at
+// most ListDeadline, without arming a timer of its own (adding a timer
+// wakes the network poller, a system call per signature). Nothing cancels
+// it early; it ends at its deadline.
+func (s *Server) signContext() context.Context {
+	now := time.Now()
+	refresh := min(s.cfg.ListDeadline/10, time.Second)
+	if d := s.signDeadline.Load(); d != nil && now.Sub(d.made) < refresh {
+		return d.ctx
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
+	s.signDeadline.Store(&sharedDeadline{ctx: ctx, cancel: cancel, made: now})
+	return ctx
 }
 
 func (s *Server) auditHead() string {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/netkingdom/ops-warden/audit"
 	"github.com/netkingdom/ops-warden/catalog"
 	"github.com/netkingdom/ops-warden/signer"
 )
@@ -252,17 +253,16 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
 	s := c.s
 	blob := e.Blob
-	f := map[string]any{
-		"conn": c.id, "route": e.Key.Route, "principal": e.Key.Principal,
-		"serial": fmt.Sprintf("%016x", e.Cert.Serial), "serial_dec": strconv.FormatUint(e.Cert.Serial, 10),
-		"key_fingerprint": e.Fingerprint, "caller": c.caller(), "bound": len(c.binds) > 0,
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
-	defer cancel()
+	u := signUse{conn: c, e: e}
+	u.serial, u.serialDec = c.serials(e)
+	last, lastBlob, lastFP := c.lastBind()
+	u.bound = last != nil
+	ctx := s.signContext()
 	deny := func(reason string) (*ssh.Signature, error) {
 		s.stats.Denied.Add(1)
-		f["reason"] = reason
-		_ = s.record(ctx, evSignDenied, f)
+		f := u.fields()
+		f.String("reason", reason)
+		_ = s.recordFields(ctx, evSignDenied, f)
 		return nil, fmt.Errorf("signature denied: %s", reason)
 	}
 	if s.isLocked() {
@@ -272,27 +272,28 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	if err != nil {
 		return deny("only SSH logins may be signed with a warden certificate (" + err.Error() + ")")
 	}
-	f["user"], f["hostbound"] = ua.User, ua.Method == methodHostbound
-	f["session_id_hash"] = sessionIDHash(ua.SessionID)
+	u.ua = ua
+	u.sidHash = c.sessionHash(ua.SessionID)
 	if !bytes.Equal(ua.PublicKey, blob) {
 		return deny("the login request names another key")
 	}
 	if t := c.target; t != nil && t.route.Name == e.Key.Route && t.host != "" {
-		f["host"] = t.host
+		u.host = t.host
 	}
 	route := s.cfg.Catalog().RouteByName(e.Key.Route)
 	if route == nil {
 		return deny("route " + e.Key.Route + " is no longer in the catalog")
 	}
-	if len(c.binds) > 0 {
-		last := c.binds[len(c.binds)-1]
-		f["host_key"] = ssh.FingerprintSHA256(last.HostKey)
+	if last != nil {
+		u.hostKey = lastFP
 		switch {
 		case last.Forwarding:
 			return deny("connection is bound for agent forwarding, not for a login")
 		case !bytes.Equal(ua.SessionID, last.SessionID):
 			return deny("session id does not match the bound session")
-		case ua.HostKey != nil && !bytes.Equal(ua.HostKey.Marshal(), last.HostKey.Marshal()):
+		// The raw blob equal to the bound key's wire form is the common
+		// case; otherwise compare the re-marshalled key, as before.
+		case ua.HostKey != nil && !bytes.Equal(ua.HostKeyBlob, lastBlob) && !bytes.Equal(ua.HostKey.Marshal(), lastBlob):
 			return deny("host key in the request differs from the bound host key")
 		case !c.listed[string(blob)]:
 			return deny("certificate was not offered on this connection")
@@ -302,7 +303,11 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 			return deny(fmt.Sprintf("client sent no session-bind@openssh.com and route %s requires it (require_bind: false allows tunnel programs that cannot bind)", route.Name))
 		}
 		t := &target{route: route, principal: e.Key.Principal, user: ua.User, callers: c.peer.Chain, connID: c.id, caller: c.caller()}
-		if dec := s.authorize(ctx, t); !dec.Allow {
+		// The policy (which may ask the user) gets the whole deadline.
+		actx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
+		dec := s.authorize(actx, t)
+		cancel()
+		if !dec.Allow {
 			return deny((&PolicyDeniedError{Decision: dec}).Error())
 		}
 	}
@@ -313,9 +318,9 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	} else if !slices.Contains(e.Cert.ValidPrincipals, ua.User) {
 		return deny(fmt.Sprintf("user %s is not a principal of the certificate (%v)", ua.User, e.Cert.ValidPrincipals))
 	}
-	f["result"] = "signed"
-	if err := s.record(ctx, evCertUsed, f); err != nil {
-		delete(f, "result")
+	used := u.fields()
+	used.String("result", "signed")
+	if err := s.recordFields(ctx, evCertUsed, used); err != nil {
 		return deny("audit log unavailable")
 	}
 	sig, err := signWithFlags(e.Signer, data, flags)
@@ -324,6 +329,44 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	}
 	s.stats.Used.Add(1)
 	return sig, nil
+}
+
+// signUse is what the cert.used and sign.denied records of one signature
+// say, gathered as the checks go.
+type signUse struct {
+	conn              *conn
+	e                 *signer.Entry
+	serial, serialDec string
+	bound             bool
+	ua                *userauthRequest // nil until parsed
+	sidHash           string
+	host, hostKey     string
+}
+
+// fields are what the cert.used and sign.denied records of a signature
+// share, built without maps (one record per signature).
+func (u *signUse) fields() *audit.Fields {
+	f := audit.NewFields(768)
+	f.String("conn", u.conn.id)
+	f.String("route", u.e.Key.Route)
+	f.String("principal", u.e.Key.Principal)
+	f.String("serial", u.serial)
+	f.String("serial_dec", u.serialDec)
+	f.String("key_fingerprint", u.e.Fingerprint)
+	f.Object("caller", u.conn.callerObject())
+	f.Bool("bound", u.bound)
+	if u.ua != nil {
+		f.String("user", u.ua.User)
+		f.Bool("hostbound", u.ua.Method == methodHostbound)
+		f.String("session_id_hash", u.sidHash)
+	}
+	if u.host != "" {
+		f.String("host", u.host)
+	}
+	if u.hostKey != "" {
+		f.String("host_key", u.hostKey)
+	}
+	return f
 }
 
 // signWithFlags honours the rsa-sha2 flags of PROTOCOL.agent §4.5.1 for

@@ -24,8 +24,10 @@ type userauthRequest struct {
 	Method    string
 	Algorithm string
 	PublicKey []byte
-	// HostKey is set for the hostbound method.
-	HostKey ssh.PublicKey
+	// HostKey is set for the hostbound method, and HostKeyBlob is its
+	// wire form as sent.
+	HostKey     ssh.PublicKey
+	HostKeyBlob []byte
 }
 
 var errNotUserauth = errors.New("data is not a public key userauth request")
@@ -86,7 +88,7 @@ func parseUserauth(data []byte) (*userauthRequest, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: host key: %v", errNotUserauth, err)
 		}
-		r.HostKey = k
+		r.HostKey, r.HostKeyBlob = k, hk
 	}
 	if len(data) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes", errNotUserauth, len(data))

@@ -99,6 +99,7 @@ type Log struct {
 	done      chan struct{} // closed when the writer goroutine has returned
 	closeOnce sync.Once
 	closeErr  error
+	laterMu   sync.RWMutex // AppendLater holds it to queue; Close to drain
 
 	// fsyncs counts fsyncs of the log file; tests use it to show batching.
 	fsyncs atomic.Int64
@@ -118,7 +119,19 @@ type request struct {
 	ctx    context.Context
 	event  string
 	fields map[string]any
-	done   chan result // buffered, written once by the writer
+	pre    *Fields     // instead of fields, from AppendFields and AppendLater
+	done   chan result // buffered, written once by the writer; nil for AppendLater
+	// later is called by the writer with the outcome of an AppendLater.
+	later func(error)
+}
+
+// answer reports a request's outcome to whoever waits for it.
+func (req *request) answer(res result) {
+	if req.later != nil {
+		req.later(res.err)
+		return
+	}
+	req.done <- res
 }
 
 type result struct {
@@ -196,7 +209,66 @@ func (l *Log) Append(ctx context.Context, event string, fields map[string]any) (
 	if err != nil {
 		return Record{}, err
 	}
-	req := &request{ctx: ctx, event: event, fields: nf, done: make(chan result, 1)}
+	return l.wait(ctx, &request{ctx: ctx, event: event, fields: nf, done: make(chan result, 1)})
+}
+
+// AppendFields is Append for fields built as Fields, for the events written
+// on every signature: no map, no reflection, one encoding. The record is
+// the same, byte for byte, as Append writes for the same fields. The
+// returned Record has no Fields (Raw holds the line).
+func (l *Log) AppendFields(ctx context.Context, event string, f *Fields) (Record, error) {
+	if err := checkFields(event, f); err != nil {
+		return Record{}, err
+	}
+	return l.wait(ctx, &request{ctx: ctx, event: event, pre: f, done: make(chan result, 1)})
+}
+
+// AppendLater queues a record and returns at once, for best-effort
+// records that must stay off a reply path. The writer commits it with the
+// next batch (sharing its fsync) and then calls done, on the writer's
+// goroutine, with nil once the record is durable or with the error that
+// kept it from being written; done must not block. AppendLater never
+// waits: it returns false, without calling done, when the record was not
+// queued (the queue is full because the writer is stuck, or the log is
+// closed), and the caller decides whether to wait with AppendFields.
+func (l *Log) AppendLater(event string, f *Fields, done func(error)) bool {
+	if done == nil {
+		done = func(error) {}
+	}
+	if err := checkFields(event, f); err != nil {
+		done(err)
+		return true
+	}
+	req := &request{ctx: context.Background(), event: event, pre: f, later: done}
+	// Under the read lock, so that Close cannot miss a request queued
+	// while it drains: every queued request is answered.
+	l.laterMu.RLock()
+	defer l.laterMu.RUnlock()
+	select {
+	case <-l.stop:
+		return false
+	default:
+	}
+	select {
+	case l.reqs <- req:
+		return true
+	default:
+		return false
+	}
+}
+
+func checkFields(event string, f *Fields) error {
+	if event == "" || len(event) > maxEventLen {
+		return fmt.Errorf("audit: event name %q must be 1 to %d bytes", event, maxEventLen)
+	}
+	if f == nil {
+		return errors.New("audit: nil Fields")
+	}
+	return f.err
+}
+
+// wait queues req and waits for the writer's answer.
+func (l *Log) wait(ctx context.Context, req *request) (Record, error) {
 	select {
 	case l.reqs <- req:
 	case <-l.stop:
@@ -254,7 +326,9 @@ func (l *Log) Reopen() error {
 // yet written are refused. Close is idempotent.
 func (l *Log) Close() error {
 	l.closeOnce.Do(func() {
+		l.laterMu.Lock()
 		close(l.stop)
+		l.laterMu.Unlock()
 		<-l.done
 	})
 	return l.closeErr
@@ -270,7 +344,7 @@ func (l *Log) run() {
 			for {
 				select {
 				case req := <-l.reqs:
-					req.done <- result{err: errClosed}
+					req.answer(result{err: errClosed})
 				default:
 					l.closeErr = l.closeFile()
 					return
@@ -315,7 +389,7 @@ func (l *Log) commit(batch []*request) (int, error) {
 		err = l.unavailable(err)
 		l.publish(err)
 		for _, req := range batch {
-			req.done <- result{err: err}
+			req.answer(result{err: err})
 		}
 		return 0, err
 	}
@@ -328,9 +402,15 @@ func (l *Log) commit(batch []*request) (int, error) {
 	seq, prev := l.seq, l.head
 	add := func(event string, fields map[string]any, req *request) {
 		rec := Record{V: FormatVersion, Seq: seq + 1, Time: l.opts.Now().UTC(), Event: event, Fields: fields, Prev: prev}
-		if err := encodeRecord(&rec); err != nil {
+		var err error
+		if req != nil && req.pre != nil {
+			err = encodeFieldsRecord(&rec, req.pre)
+		} else {
+			err = encodeRecord(&rec)
+		}
+		if err != nil {
 			if req != nil {
-				req.done <- result{err: err}
+				req.answer(result{err: err})
 			}
 			return
 		}
@@ -343,7 +423,7 @@ func (l *Log) commit(batch []*request) (int, error) {
 	for _, req := range batch {
 		if err := req.ctx.Err(); err != nil {
 			// The caller is gone; do not write a record nobody waits for.
-			req.done <- result{err: fmt.Errorf("audit: %w: %w", ErrUnavailable, err)}
+			req.answer(result{err: fmt.Errorf("audit: %w: %w", ErrUnavailable, err)})
 			continue
 		}
 		add(req.event, req.fields, req)
@@ -396,9 +476,9 @@ func (l *Log) commit(batch []*request) (int, error) {
 			continue
 		}
 		if i < durable {
-			p.req.done <- result{rec: p.rec}
+			p.req.answer(result{rec: p.rec})
 		} else {
-			p.req.done <- result{err: err}
+			p.req.answer(result{err: err})
 		}
 	}
 	return durable, err

@@ -47,8 +47,12 @@ type conn struct {
 	// target is the last target a certificate was listed for.
 	target *target
 
-	mu sync.Mutex // guards up
+	mu sync.Mutex // guards up and bindMsgs
 	up *upstream
+	// bindMsgs are the verified session-bind requests, as received: a new
+	// upstream connection gets them all again, since ssh-agent keeps binds
+	// per connection and refuses destination-restricted keys without them.
+	bindMsgs [][]byte
 
 	// Parts of the per-signature audit records that stay the same for many
 	// signatures, computed once (only the serving goroutine touches them).
@@ -192,7 +196,7 @@ func (c *conn) lastBind() (b *sessionBind, blob []byte, fp string) {
 	if c.audit.bind != len(c.binds) {
 		c.audit.bind = len(c.binds)
 		c.audit.bindBlob = last.HostKey.Marshal()
-		c.audit.bindFP = ssh.FingerprintSHA256(last.HostKey)
+		c.audit.bindFP = signer.KeyFingerprint(last.HostKey)
 	}
 	return last, c.audit.bindBlob, c.audit.bindFP
 }
@@ -218,24 +222,39 @@ func (c *conn) forwarded() bool {
 
 // upstreamAgent dials the user's agent once per connection.
 func (c *conn) upstreamAgent() (*upstream, error) {
+	up, _, err := c.upstreamConn()
+	return up, err
+}
+
+// upstreamConn is upstreamAgent that also says whether the connection is
+// new. A new one (the first, or one replacing a broken one) is sent this
+// connection's session binds before anything else.
+func (c *conn) upstreamConn() (up *upstream, fresh bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.up != nil && !c.up.broken.Load() {
-		return c.up, nil
+		return c.up, false, nil
 	}
 	if c.s.cfg.Upstream == "" {
-		return nil, errNoUpstream
+		return nil, false, errNoUpstream
 	}
 	if c.up != nil { // broken by a timeout: a fresh connection
 		c.up.close()
 		c.up = nil
 	}
-	up, err := dialUpstream(c.s.cfg.Upstream, c.s.cfg.UpstreamTimeout)
+	up, err = dialUpstream(c.s.cfg.Upstream, c.s.cfg.UpstreamTimeout)
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	up.signTimeout = max(c.s.cfg.UpstreamSignTimeout, c.s.cfg.UpstreamTimeout)
+	for _, msg := range c.bindMsgs {
+		if _, err := up.Extension(extSessionBind, msg); err != nil {
+			// An agent without session-bind is not an error.
+			c.s.log.Debug("upstream did not take session-bind", "conn", c.id, "err", err)
+		}
 	}
 	c.up = up
-	return up, nil
+	return up, true, nil
 }
 
 // List returns warden's certificate for this connection's target first,
@@ -315,7 +334,7 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 	c.s.stats.UpstreamSigned.Add(1)
 	f := audit.NewFields(512)
 	f.String("conn", c.id)
-	f.String("key_fingerprint", ssh.FingerprintSHA256(key))
+	f.String("key_fingerprint", signer.KeyFingerprint(key))
 	f.Object("caller", c.callerObject())
 	if comment := up.comment(blob); comment != "" {
 		f.String("comment", comment)
@@ -323,7 +342,7 @@ func (c *conn) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signatu
 	if ua, err := parseUserauth(data); err == nil {
 		f.String("user", ua.User)
 		if ua.HostKey != nil {
-			f.String("host_key", ssh.FingerprintSHA256(ua.HostKey))
+			f.String("host_key", signer.KeyFingerprint(ua.HostKey))
 		} else if _, _, fp := c.lastBind(); fp != "" {
 			f.String("host_key", fp)
 		}
@@ -354,7 +373,7 @@ func (c *conn) Add(key agent.AddedKey) error {
 	fields := map[string]any{"conn": c.id, "comment": key.Comment, "lifetime_secs": key.LifetimeSecs,
 		"confirm": key.ConfirmBeforeUse, "caller": c.caller()}
 	if pub := addedPublicKey(key); pub != nil {
-		fields["key_fingerprint"] = ssh.FingerprintSHA256(pub)
+		fields["key_fingerprint"] = signer.KeyFingerprint(pub)
 	}
 	if len(key.ConstraintExtensions) > 0 {
 		var names []string
@@ -387,7 +406,7 @@ func (c *conn) Remove(key ssh.PublicKey) error {
 	blob := key.Marshal()
 	if c.s.cache.Lookup(blob) != nil {
 		c.s.cache.Drop(func(e *signer.Entry) bool { return string(e.Blob) == string(blob) })
-		_ = c.s.record(context.Background(), evKeyRemoved, map[string]any{"conn": c.id, "key_fingerprint": ssh.FingerprintSHA256(key), "warden": true, "caller": c.caller()})
+		_ = c.s.record(context.Background(), evKeyRemoved, map[string]any{"conn": c.id, "key_fingerprint": signer.KeyFingerprint(key), "warden": true, "caller": c.caller()})
 		return nil
 	}
 	up, err := c.upstreamAgent()
@@ -397,7 +416,7 @@ func (c *conn) Remove(key ssh.PublicKey) error {
 	if err := up.Remove(key); err != nil {
 		return err
 	}
-	_ = c.s.record(context.Background(), evKeyRemoved, map[string]any{"conn": c.id, "key_fingerprint": ssh.FingerprintSHA256(key), "caller": c.caller()})
+	_ = c.s.record(context.Background(), evKeyRemoved, map[string]any{"conn": c.id, "key_fingerprint": signer.KeyFingerprint(key), "caller": c.caller()})
 	return nil
 }
 
@@ -512,12 +531,15 @@ func (c *conn) sessionBind(contents []byte) error {
 	fields := map[string]any{"conn": c.id, "caller": c.caller()}
 	b, err := parseSessionBind(contents)
 	if err == nil {
-		fields["host_key"] = ssh.FingerprintSHA256(b.HostKey)
+		fields["host_key"] = signer.KeyFingerprint(b.HostKey)
 		fields["session_id_hash"] = sessionIDHash(b.SessionID)
 		fields["forwarding"] = b.Forwarding
 		var added bool
 		c.binds, added, err = addBind(c.binds, b)
 		if err == nil && added {
+			c.mu.Lock()
+			c.bindMsgs = append(c.bindMsgs, bytes.Clone(contents))
+			c.mu.Unlock()
 			c.forwardBind(contents)
 		}
 	}
@@ -535,8 +557,8 @@ func (c *conn) sessionBind(contents []byte) error {
 // destination constraints keep working; an upstream without session-bind
 // support is not an error.
 func (c *conn) forwardBind(contents []byte) {
-	up, err := c.upstreamAgent()
-	if err != nil {
+	up, fresh, err := c.upstreamConn()
+	if err != nil || fresh { // a fresh connection was sent every bind
 		return
 	}
 	if _, err := up.Extension(extSessionBind, contents); err != nil {

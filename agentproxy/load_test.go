@@ -751,6 +751,7 @@ func TestFaultUpstreamMisbehaves(t *testing.T) {
 				cfg.Upstream = up
 				cfg.ListDeadline = time.Second
 				cfg.UpstreamTimeout = 300 * time.Millisecond
+				cfg.UpstreamSignTimeout = 300 * time.Millisecond
 			})
 			for i := 0; i < 2; i++ {
 				if got := listAndSign(t, env, time.Second+10*time.Second); len(got) != 1 {

@@ -97,8 +97,13 @@ type Config struct {
 	// ListDeadline bounds REQUEST_IDENTITIES (ssh waits on the agent
 	// without a timeout). Default 10s.
 	ListDeadline time.Duration
-	// UpstreamTimeout bounds each call to the upstream agent. Default 5s.
+	// UpstreamTimeout bounds each call to the upstream agent but
+	// signatures. Default 5s.
 	UpstreamTimeout time.Duration
+	// UpstreamSignTimeout bounds a signature by an upstream key. ssh-agent
+	// asks a human first for a key added with ssh-add -c and waits as long
+	// as they take, so it is long. Default 2 minutes.
+	UpstreamSignTimeout time.Duration
 	// LocalUser is the subject of policy decisions.
 	LocalUser string
 	// ProcRoot is /proc (tests may point elsewhere).
@@ -172,6 +177,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = 5 * time.Second
+	}
+	if cfg.UpstreamSignTimeout <= 0 {
+		cfg.UpstreamSignTimeout = 2 * time.Minute
 	}
 	if cfg.ProcRoot == "" {
 		cfg.ProcRoot = "/proc"

@@ -51,7 +51,7 @@ func (t *target) fields() map[string]any {
 		f["host"] = t.host
 	}
 	if t.hostKey != nil {
-		f["host_key"] = ssh.FingerprintSHA256(t.hostKey)
+		f["host_key"] = signer.KeyFingerprint(t.hostKey)
 	}
 	return f
 }
@@ -140,7 +140,7 @@ func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
 		f["serial"] = fmt.Sprintf("%016x", c.Serial)
 		f["serial_dec"] = strconv.FormatUint(c.Serial, 10)
 		f["key_id"] = c.KeyId
-		f["key_fingerprint"] = ssh.FingerprintSHA256(c)
+		f["key_fingerprint"] = signer.KeyFingerprint(c)
 		f["valid_after"] = time.Unix(int64(c.ValidAfter), 0).UTC().Format(time.RFC3339)
 		f["valid_before"] = time.Unix(int64(c.ValidBefore), 0).UTC().Format(time.RFC3339)
 		f["ca_fingerprint"] = iss.CAFingerprint
@@ -192,7 +192,7 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 					return nil, false, err.Error()
 				}
 				if last != nil && (len(r.HostKeys) > 0 || len(r.HostCA) > 0) && !r.PinsHostKey(last.HostKey) {
-					return nil, false, fmt.Sprintf("host key %s of %s is not pinned by route %s", ssh.FingerprintSHA256(last.HostKey), h.Host, r.Name)
+					return nil, false, fmt.Sprintf("host key %s of %s is not pinned by route %s", signer.KeyFingerprint(last.HostKey), h.Host, r.Name)
 				}
 				t.route, t.principal, t.user, t.host, t.source = r, p, h.User, h.Host, "hint"
 				t.decided = h.decided
@@ -209,7 +209,7 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 	}
 	r := cat.RouteForHostKey(last.HostKey, kh)
 	if r == nil {
-		return nil, false, "no route for host key " + ssh.FingerprintSHA256(last.HostKey)
+		return nil, false, "no route for host key " + signer.KeyFingerprint(last.HostKey)
 	}
 	p, ok := r.SolePrincipal()
 	if !ok {
@@ -223,7 +223,7 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 	t, all, why := c.resolve()
 	if all {
-		return c.s.cache.Valid()
+		return c.bindFreeFirst(c.s.cache.Valid())
 	}
 	if t == nil {
 		c.s.log.Debug("no certificate for this connection", "conn", c.id, "why", why)
@@ -244,6 +244,29 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 		return nil
 	}
 	return []*signer.Entry{e}
+}
+
+// bindFreeFirst puts the certificates of require_bind: false routes
+// first. A connection with neither hint nor bind sees every certificate
+// (ssh-add -l shows them all), and one that signs without binding can use
+// only those; paramiko and x/crypto clients try just the first key an
+// agent offers and give up when its signature is refused.
+func (c *conn) bindFreeFirst(entries []*signer.Entry) []*signer.Entry {
+	cat := c.s.cfg.Catalog()
+	bindFree := func(e *signer.Entry) bool {
+		r := cat.RouteByName(e.Key.Route)
+		return r != nil && !r.BindRequired()
+	}
+	slices.SortStableFunc(entries, func(a, b *signer.Entry) int {
+		switch fa, fb := bindFree(a), bindFree(b); {
+		case fa && !fb:
+			return -1
+		case fb && !fa:
+			return 1
+		}
+		return 0
+	})
+	return entries
 }
 
 // signWarden applies the sign-time checks to a warden certificate and

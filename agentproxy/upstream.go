@@ -29,7 +29,10 @@ type upstream struct {
 	sc      *stepConn
 	client  agent.ExtendedAgent
 	timeout time.Duration
-	broken  atomic.Bool
+	// signTimeout bounds a signature, which may wait for a human: see
+	// Config.UpstreamSignTimeout.
+	signTimeout time.Duration
+	broken      atomic.Bool
 
 	mu       sync.Mutex        // guards comments
 	comments map[string]string // key blob → comment from the last List
@@ -47,7 +50,7 @@ func dialUpstream(path string, timeout time.Duration) (*upstream, error) {
 		io.Reader
 		io.Writer
 	}{sc, sc}
-	return &upstream{nc: nc, sc: sc, client: agent.NewClient(rw), timeout: timeout}, nil
+	return &upstream{nc: nc, sc: sc, client: agent.NewClient(rw), timeout: timeout, signTimeout: timeout}, nil
 }
 
 // stepConn is the upstream connection as x/crypto's client sees it; it
@@ -159,8 +162,10 @@ func (u *upstream) close() { u.nc.Close() }
 // other error — a dead or restarted agent (EOF, reset), a timeout, an
 // oversized reply left unread, a reply that did not parse — it is marked
 // broken and the next call dials again.
-func (u *upstream) call(f func() error) error {
-	u.nc.SetDeadline(time.Now().Add(u.timeout))
+func (u *upstream) call(f func() error) error { return u.callFor(u.timeout, f) }
+
+func (u *upstream) callFor(timeout time.Duration, f func() error) error {
+	u.nc.SetDeadline(time.Now().Add(timeout))
 	err := f()
 	if err != nil && !(u.sc.refused() && u.sc.drained()) {
 		u.broken.Store(true)
@@ -191,7 +196,7 @@ func (u *upstream) comment(blob []byte) string {
 }
 
 func (u *upstream) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (sig *ssh.Signature, err error) {
-	err = u.call(func() error { sig, err = u.client.SignWithFlags(key, data, flags); return err })
+	err = u.callFor(u.signTimeout, func() error { sig, err = u.client.SignWithFlags(key, data, flags); return err })
 	return sig, err
 }
 

@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/netkingdom/ops-warden/catalog"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -153,5 +155,95 @@ func TestUpstreamRefusalThenSignSameConnection(t *testing.T) {
 	}
 	if up.broken.Load() || accepted.Load() != 1 {
 		t.Fatalf("broken=%v, %d connections; want one kept connection", up.broken.Load(), accepted.Load())
+	}
+}
+
+// TestUpstreamRedialReplaysBinds: when the upstream connection breaks (a
+// call timed out), the next one is sent the client connection's session
+// binds before anything else; ssh-agent keeps binds per connection and
+// refuses destination-restricted keys on an unbound one.
+func TestUpstreamRedialReplaysBinds(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "rec.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var conns [][][]byte // each upstream connection's requests, in order
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			idx := len(conns)
+			conns = append(conns, nil)
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				for {
+					var hdr [4]byte
+					if _, err := io.ReadFull(c, hdr[:]); err != nil {
+						return
+					}
+					body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+					if _, err := io.ReadFull(c, body); err != nil {
+						return
+					}
+					mu.Lock()
+					conns[idx] = append(conns[idx], body)
+					mu.Unlock()
+					// PROTOCOL.agent: 13 sign request, 11 request
+					// identities, 12 identities answer.
+					switch body[0] {
+					case 13:
+						continue // never answered: the call times out
+					case 11:
+						c.Write(frameOf(12, 0, 0, 0, 0))
+					default:
+						c.Write(frameOf(msgSuccess))
+					}
+				}
+			}()
+		}
+	}()
+	env := startServer(t, func(cfg *Config, _ *catalog.Catalog) {
+		cfg.Upstream = sock
+		cfg.UpstreamTimeout = 300 * time.Millisecond
+		cfg.UpstreamSignTimeout = 300 * time.Millisecond
+	})
+	_, a := dial(t, env.socket)
+	if err := bind(a, env.host, randomSID(t), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Sign(stepTestKey(t), []byte("data")); err == nil {
+		t.Fatal("sign through a silent upstream succeeded")
+	}
+	if _, err := a.List(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 2 {
+		t.Fatalf("%d upstream connections, want 2 (the first broken by the timeout)", len(conns))
+	}
+	isBind := func(m []byte) bool {
+		var ext struct {
+			Name string
+			Rest []byte `ssh:"rest"`
+		}
+		return len(m) > 0 && m[0] == msgExtension && ssh.Unmarshal(m[1:], &ext) == nil && ext.Name == extSessionBind
+	}
+	first, second := conns[0], conns[1]
+	if len(first) < 1 || !isBind(first[0]) {
+		t.Fatalf("first upstream connection did not start with the bind (%d requests)", len(first))
+	}
+	if len(second) < 2 || !isBind(second[0]) || string(second[0]) != string(first[0]) {
+		t.Fatalf("the new upstream connection did not get the bind again first: %d requests", len(second))
+	}
+	if second[1][0] != 11 {
+		t.Fatalf("after the bind, request type %d, want the list", second[1][0])
 	}
 }

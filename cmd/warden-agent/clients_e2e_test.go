@@ -254,11 +254,34 @@ func TestE2EParamikoWithoutSessionBind(t *testing.T) {
 	})
 
 	// A connection with neither hint nor session-bind is offered every
-	// certificate the agent holds, in no fixed order; paramiko gives up at
-	// the first signature the agent refuses, so a certificate of a
-	// require_bind route listed first fails the login. The hint, run by
-	// the client for its own pid, narrows the list to its target's
-	// certificate.
+	// certificate the agent holds; paramiko gives up at the first
+	// signature the agent refuses, so the certificates of require_bind:
+	// false routes come first. Here the other route's name sorts first.
+	t.Run("bind-free certificates are listed first", func(t *testing.T) {
+		user := loginUser(t)
+		l := newClientsLab(t, "tunnels", "false",
+			fmt.Sprintf("  - name: interactive\n    hosts: [\"localhost\"]\n    principals: [%q]\n    ttl: 5m\n", user))
+		if r := l.e.warden("sign", "--principal", l.user, "--host", "localhost"); r.code != 0 {
+			t.Fatalf("sign for the interactive route: %s", r)
+		}
+		got := l.e.listed(l.a.socket)
+		if len(got) != 2 || !strings.Contains(got[0], "warden:tunnels:") {
+			t.Fatalf("ssh-add -l (no hint, no bind): want both certificates, tunnels first, got %q", got)
+		}
+		for i := range 3 {
+			word := habitsWord(fmt.Sprintf("paramiko-order-%d", i))
+			r := l.runParamiko(t, word)
+			if want := word + " " + l.user; r.code != 0 || strings.TrimSpace(r.stdout) != want {
+				t.Fatalf("paramiko login %d with another route's certificate held: want %q and exit 0, got %s", i, want, r)
+			}
+		}
+		if denied := events(l.a.audit(t), "sign.denied"); len(denied) != 0 {
+			t.Errorf("the interactive route's certificate was tried: %v", denied)
+		}
+	})
+
+	// The hint, run by the client for its own pid, narrows the list to its
+	// target's certificate.
 	t.Run("hint narrows the list to the target", func(t *testing.T) {
 		user := loginUser(t)
 		l := newClientsLab(t, "tunnels", "false",

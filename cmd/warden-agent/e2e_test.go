@@ -626,9 +626,16 @@ func TestE2ELoginAllowed(t *testing.T) {
 	if !strings.Contains(s.log.String(), "Accepted publickey for "+user) || !strings.Contains(s.log.String(), "ED25519-CERT") {
 		t.Errorf("sshd log does not show a certificate login for %s", user)
 	}
-	// sshd logs the decimal serial; the audit record carries it to match.
+	// sshd logs the decimal serial and the key's fingerprint; the audit
+	// records carry both to match.
 	if dec := issued[0].str("serial_dec"); dec == "" || !strings.Contains(s.log.String(), "(serial "+dec+")") {
 		t.Errorf("sshd log does not name the serial %q of cert.issued", dec)
+	}
+	if fp := issued[0].str("key_fingerprint"); fp == "" || !strings.Contains(s.log.String(), "ED25519-CERT "+fp+" ") {
+		t.Errorf("sshd log does not name the key fingerprint %q of cert.issued", fp)
+	}
+	if len(used) == 1 && used[0].str("key_fingerprint") != issued[0].str("key_fingerprint") {
+		t.Errorf("cert.used key_fingerprint %q, cert.issued %q", used[0].str("key_fingerprint"), issued[0].str("key_fingerprint"))
 	}
 
 	// Without session-bind, ssh-add -L sees the certificate already issued.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,21 +22,58 @@ import (
 // the connections it accepted.
 func stepUpstream(t *testing.T, reply func(n int) []byte) (sock string, accepted *atomic.Int32) {
 	t.Helper()
-	sock = filepath.Join(t.TempDir(), "step.sock")
+	var requests atomic.Int32
+	sock, conns := recordingUpstream(t, func(int, []byte) []byte { return reply(int(requests.Add(1) - 1)) })
+	accepted = new(atomic.Int32)
+	conns.mu.Lock()
+	conns.accepted = accepted
+	conns.mu.Unlock()
+	return sock, accepted
+}
+
+// upstreamLog is what a recordingUpstream received: each connection's
+// request bodies, in order.
+type upstreamLog struct {
+	mu       sync.Mutex
+	conns    [][][]byte
+	accepted *atomic.Int32 // if set, counts connections
+}
+
+func (l *upstreamLog) snapshot() [][][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([][][]byte, len(l.conns))
+	for i, c := range l.conns {
+		out[i] = slices.Clone(c)
+	}
+	return out
+}
+
+// recordingUpstream is a unix-socket agent that records every request and
+// answers it with reply(conn, body): nil hangs up, an empty reply answers
+// nothing (the call times out).
+func recordingUpstream(t *testing.T, reply func(conn int, body []byte) []byte) (string, *upstreamLog) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "step.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	accepted = new(atomic.Int32)
-	var requests atomic.Int32
+	log := &upstreamLog{}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
+			log.mu.Lock()
+			idx := len(log.conns)
+			log.conns = append(log.conns, nil)
+			if log.accepted != nil {
+				log.accepted.Add(1)
+			}
+			log.mu.Unlock()
 			go func() {
 				defer c.Close()
 				for {
@@ -43,10 +81,14 @@ func stepUpstream(t *testing.T, reply func(n int) []byte) (sock string, accepted
 					if _, err := io.ReadFull(c, hdr[:]); err != nil {
 						return
 					}
-					if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(hdr[:]))); err != nil {
+					body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+					if _, err := io.ReadFull(c, body); err != nil {
 						return
 					}
-					out := reply(int(requests.Add(1) - 1))
+					log.mu.Lock()
+					log.conns[idx] = append(log.conns[idx], body)
+					log.mu.Unlock()
+					out := reply(idx, body)
 					if out == nil {
 						return // hang up
 					}
@@ -57,7 +99,7 @@ func stepUpstream(t *testing.T, reply func(n int) []byte) (sock string, accepted
 			}()
 		}
 	}()
-	return sock, accepted
+	return sock, log
 }
 
 func stepTestKey(t *testing.T) ssh.PublicKey {
@@ -163,52 +205,17 @@ func TestUpstreamRefusalThenSignSameConnection(t *testing.T) {
 // binds before anything else; ssh-agent keeps binds per connection and
 // refuses destination-restricted keys on an unbound one.
 func TestUpstreamRedialReplaysBinds(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "rec.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var mu sync.Mutex
-	var conns [][][]byte // each upstream connection's requests, in order
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			idx := len(conns)
-			conns = append(conns, nil)
-			mu.Unlock()
-			go func() {
-				defer c.Close()
-				for {
-					var hdr [4]byte
-					if _, err := io.ReadFull(c, hdr[:]); err != nil {
-						return
-					}
-					body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
-					if _, err := io.ReadFull(c, body); err != nil {
-						return
-					}
-					mu.Lock()
-					conns[idx] = append(conns[idx], body)
-					mu.Unlock()
-					// PROTOCOL.agent: 13 sign request, 11 request
-					// identities, 12 identities answer.
-					switch body[0] {
-					case 13:
-						continue // never answered: the call times out
-					case 11:
-						c.Write(frameOf(12, 0, 0, 0, 0))
-					default:
-						c.Write(frameOf(msgSuccess))
-					}
-				}
-			}()
+	sock, upLog := recordingUpstream(t, func(_ int, body []byte) []byte {
+		// PROTOCOL.agent: 13 sign request, 11 request identities, 12
+		// identities answer.
+		switch body[0] {
+		case 13:
+			return []byte{} // never answered: the call times out
+		case 11:
+			return frameOf(12, 0, 0, 0, 0)
 		}
-	}()
+		return frameOf(msgSuccess)
+	})
 	env := startServer(t, func(cfg *Config, _ *catalog.Catalog) {
 		cfg.Upstream = sock
 		cfg.UpstreamTimeout = 300 * time.Millisecond
@@ -224,8 +231,7 @@ func TestUpstreamRedialReplaysBinds(t *testing.T) {
 	if _, err := a.List(); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	conns := upLog.snapshot()
 	if len(conns) != 2 {
 		t.Fatalf("%d upstream connections, want 2 (the first broken by the timeout)", len(conns))
 	}

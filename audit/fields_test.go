@@ -160,7 +160,7 @@ func TestAppendFieldsChainVerifies(t *testing.T) {
 	l, path := openTestLog(t)
 	ctx := context.Background()
 	done := make(chan error, 100)
-	for i, tc := range fieldsCases() {
+	for _, tc := range fieldsCases() {
 		if _, err := l.Append(ctx, EventHint, tc.fields); err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +174,6 @@ func TestAppendFieldsChainVerifies(t *testing.T) {
 		if !l.AppendLater(EventUpstreamUsed, g, func(err error) { done <- err }) {
 			t.Fatal("AppendLater did not queue")
 		}
-		_ = i
 	}
 	for range fieldsCases() {
 		if err := <-done; err != nil {
@@ -194,6 +193,71 @@ func TestAppendFieldsChainVerifies(t *testing.T) {
 	}
 	if got := recs[1].FieldString("serial_dec"); got != "14357712346421409450" {
 		t.Errorf("serial_dec %q", got)
+	}
+}
+
+// TestAppendLaterSyncsLater: records written for AppendLater alone get
+// their fsync with the next record someone waits for, at Close, or after
+// the sync delay; never one each.
+func TestAppendLaterSyncsLater(t *testing.T) {
+	open := func(delay time.Duration) (*Log, string) {
+		path := filepath.Join(t.TempDir(), "audit.log")
+		l, err := Open(Options{Path: path, syncDelay: delay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l, path
+	}
+	later := func(l *Log, n int) {
+		t.Helper()
+		done := make(chan error, n)
+		for i := 0; i < n; i++ {
+			f := NewFields(0)
+			f.Int("i", int64(i))
+			if !l.AppendLater(EventUpstreamUsed, f, func(err error) { done <- err }) {
+				t.Fatal("AppendLater did not queue")
+			}
+		}
+		for i := 0; i < n; i++ {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// With a delay longer than the test, only a waiter or Close syncs.
+	l, path := open(time.Hour)
+	later(l, 5)
+	if n := l.fsyncs.Load(); n != 0 {
+		t.Fatalf("%d fsyncs for 5 best-effort records, want them deferred", n)
+	}
+	if _, err := l.Append(context.Background(), EventHint, map[string]any{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.fsyncs.Load(); n != 1 {
+		t.Fatalf("%d fsyncs for 5 best-effort records and one durable record after them, want 1", n)
+	}
+	later(l, 2)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.fsyncs.Load(); n != 2 {
+		t.Fatalf("%d fsyncs after Close with best-effort records pending, want 2", n)
+	}
+	if res, err := Verify(path); err != nil || !res.OK() || res.Records != 8 {
+		t.Fatalf("Verify: %+v, %v; want 8 records", res, err)
+	}
+
+	// Alone, they are synced after the delay.
+	l, _ = open(10 * time.Millisecond)
+	later(l, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.fsyncs.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := l.fsyncs.Load(); n < 1 || n > 3 {
+		t.Fatalf("%d fsyncs for 3 best-effort records after the delay, want 1 to 3", n)
 	}
 }
 

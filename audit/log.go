@@ -49,6 +49,8 @@ type Options struct {
 	// openFile opens Path for appending. Tests replace it to inject write
 	// and fsync failures; nil means os.OpenFile.
 	openFile func(path string) (logFile, error)
+	// syncDelay is bestEffortSyncDelay unless a test sets it.
+	syncDelay time.Duration
 }
 
 // logFile is the part of *os.File the writer uses.
@@ -103,6 +105,9 @@ type Log struct {
 
 	// fsyncs counts fsyncs of the log file; tests use it to show batching.
 	fsyncs atomic.Int64
+	// unsynced is set (by the writer) while records written for
+	// AppendLater alone wait for their fsync (bestEffortSyncDelay).
+	unsynced bool
 
 	// Owned by the writer goroutine (by Open before it starts it).
 	f         logFile
@@ -160,6 +165,9 @@ func Open(opts Options) (*Log, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.syncDelay <= 0 {
+		opts.syncDelay = bestEffortSyncDelay
 	}
 	if opts.openFile == nil {
 		opts.openFile = openAppend
@@ -224,10 +232,11 @@ func (l *Log) AppendFields(ctx context.Context, event string, f *Fields) (Record
 }
 
 // AppendLater queues a record and returns at once, for best-effort
-// records that must stay off a reply path. The writer commits it with the
-// next batch (sharing its fsync) and then calls done, on the writer's
-// goroutine, with nil once the record is durable or with the error that
-// kept it from being written; done must not block. AppendLater never
+// records that must stay off a reply path. The writer writes it with the
+// next batch and then calls done, on the writer's goroutine, with nil
+// once it is written or with the error that kept it from being written;
+// done must not block. It is fsynced with that batch when someone waits
+// for another record of it, else within bestEffortSyncDelay. AppendLater never
 // waits: it returns false, without calling done, when the record was not
 // queued (the queue is full because the writer is stuck, or the log is
 // closed), and the caller decides whether to wait with AppendFields.
@@ -338,8 +347,19 @@ func (l *Log) Close() error {
 func (l *Log) run() {
 	defer close(l.done)
 	batch := make([]*request, 0, maxBatch)
+	// syncC fires bestEffortSyncDelay after records were written without
+	// an fsync, unless a batch that syncs comes first.
+	var syncC <-chan time.Time
 	for {
+		if !l.unsynced {
+			syncC = nil
+		} else if syncC == nil {
+			syncC = time.After(l.opts.syncDelay)
+		}
 		select {
+		case <-syncC:
+			syncC = nil
+			l.syncPending()
 		case <-l.stop:
 			for {
 				select {
@@ -429,8 +449,18 @@ func (l *Log) commit(batch []*request) (int, error) {
 		add(req.event, req.fields, req)
 	}
 
+	// A batch of AppendLater records alone is written now and synced
+	// with the next batch that has a waiter, or after
+	// bestEffortSyncDelay: nobody waits for them, and an fsync per
+	// record is most of what they cost.
+	sync := false
+	for _, p := range recs {
+		sync = sync || p.req == nil || p.req.later == nil
+	}
+
 	// Write in chunks, rotating between them when the file would grow past
-	// MaxSize. durable counts the records known to be on disk.
+	// MaxSize. durable counts the records written (and, when sync, on
+	// disk).
 	var (
 		buf     []byte
 		durable int
@@ -440,7 +470,7 @@ func (l *Log) commit(batch []*request) (int, error) {
 		line := len(p.rec.Raw) + 1
 		if l.size+int64(len(buf)+line) > l.opts.MaxSize && l.size+int64(len(buf)) > 0 {
 			if len(buf) > 0 {
-				if err = l.flush(buf); err != nil {
+				if err = l.flush(buf, true); err != nil {
 					break
 				}
 				durable, buf = i, buf[:0]
@@ -453,7 +483,7 @@ func (l *Log) commit(batch []*request) (int, error) {
 		buf = append(buf, '\n')
 	}
 	if err == nil && len(buf) > 0 {
-		if err = l.flush(buf); err == nil {
+		if err = l.flush(buf, sync); err == nil {
 			durable = len(recs)
 		}
 	}
@@ -508,12 +538,13 @@ func (l *Log) publish(err error) {
 	}
 }
 
-// flush writes buf and fsyncs. On failure it takes back whatever part of
+// flush writes buf and, when sync, fsyncs it (with anything written
+// unsynced before). On failure it takes back whatever part of
 // buf reached the file, so the chain on disk ends at the last durable
 // record; if even that fails, or fsync failed (after which the kernel's
 // page cache can no longer be trusted), the file is closed and the next
 // attempt reopens it, treating a partial line as torn.
-func (l *Log) flush(buf []byte) error {
+func (l *Log) flush(buf []byte, sync bool) error {
 	n, err := l.f.Write(buf)
 	if err != nil {
 		if n > 0 {
@@ -524,6 +555,11 @@ func (l *Log) flush(buf []byte) error {
 		}
 		return err
 	}
+	if !sync {
+		l.size += int64(n)
+		l.unsynced = true
+		return nil
+	}
 	l.fsyncs.Add(1)
 	if err := l.f.Sync(); err != nil {
 		l.f.Truncate(l.size)
@@ -531,7 +567,27 @@ func (l *Log) flush(buf []byte) error {
 		return fmt.Errorf("fsync %s: %w", l.opts.Path, err)
 	}
 	l.size += int64(n)
+	l.unsynced = false
 	return nil
+}
+
+// bestEffortSyncDelay bounds how long records written for AppendLater
+// alone wait for their fsync.
+const bestEffortSyncDelay = 100 * time.Millisecond
+
+// syncPending fsyncs records written without one. A failed fsync leaves
+// the page cache untrustworthy: the file is closed, and the next batch
+// reopens it and recovers its tail, as after a failed flush.
+func (l *Log) syncPending() {
+	if l.f == nil || !l.unsynced {
+		return
+	}
+	l.unsynced = false
+	l.fsyncs.Add(1)
+	if err := l.f.Sync(); err != nil {
+		l.closeFile()
+		l.publish(l.unavailable(fmt.Errorf("fsync %s: %w", l.opts.Path, err)))
+	}
 }
 
 // ensureOpen makes sure the writer holds the file at Path. A file removed
@@ -556,6 +612,11 @@ func (l *Log) ensureOpen() error {
 func (l *Log) closeFile() error {
 	if l.f == nil {
 		return nil
+	}
+	if l.unsynced {
+		l.unsynced = false
+		l.fsyncs.Add(1)
+		l.f.Sync() // best effort: nobody waits for these records
 	}
 	err := l.f.Close()
 	l.f = nil

@@ -536,10 +536,17 @@ type upstreamAgent struct {
 
 func startSSHAgent(t *testing.T, e *testEnv) *upstreamAgent {
 	t.Helper()
+	return startSSHAgentAt(t, e, "up.sock")
+}
+
+// startSSHAgentAt runs ssh-agent on e.dir/sock with env added to the
+// test environment; its log is shown when the test fails.
+func startSSHAgentAt(t *testing.T, e *testEnv, sock string, env ...string) *upstreamAgent {
+	t.Helper()
 	needPrograms(t, "ssh-agent", "ssh-add")
-	u := &upstreamAgent{socket: filepath.Join(e.dir, "up.sock"), exited: make(chan struct{})}
+	u := &upstreamAgent{socket: filepath.Join(e.dir, sock), exited: make(chan struct{})}
 	u.cmd = exec.Command("ssh-agent", "-D", "-a", u.socket)
-	u.cmd.Env = e.environ()
+	u.cmd.Env = e.environ(env...)
 	log := &syncBuffer{}
 	u.cmd.Stdout, u.cmd.Stderr = log, log
 	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -548,9 +555,14 @@ func startSSHAgent(t *testing.T, e *testEnv) *upstreamAgent {
 	}
 	go func() { u.cmd.Wait(); close(u.exited) }()
 	t.Cleanup(u.kill)
-	if !waitFor(5*time.Second, func() bool { return dialable("unix", u.socket) }) {
-		t.Fatalf("ssh-agent did not listen on %s within 5 s:\n%s", u.socket, log)
+	if !waitFor(10*time.Second, func() bool { return dialable("unix", u.socket) }) {
+		t.Fatalf("ssh-agent did not listen on %s within 10 s:\n%s", u.socket, log)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("ssh-agent %s log:\n%s", sock, log)
+		}
+	})
 	return u
 }
 

@@ -46,34 +46,6 @@ type regressSide struct {
 	tr     []string       // the transcript of this side
 }
 
-// regressSSHAgent starts `ssh-agent -D -a <dir>/<sock>` with the test's
-// environment plus env (startSSHAgent has a fixed socket and no extra
-// environment).
-func regressSSHAgent(t *testing.T, e *testEnv, sock string, env ...string) *upstreamAgent {
-	t.Helper()
-	needPrograms(t, "ssh-agent", "ssh-add")
-	u := &upstreamAgent{socket: filepath.Join(e.dir, sock), exited: make(chan struct{})}
-	u.cmd = exec.Command("ssh-agent", "-D", "-a", u.socket)
-	u.cmd.Env = e.environ(env...)
-	log := &syncBuffer{}
-	u.cmd.Stdout, u.cmd.Stderr = log, log
-	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := u.cmd.Start(); err != nil {
-		t.Fatalf("ssh-agent: %v", err)
-	}
-	go func() { u.cmd.Wait(); close(u.exited) }()
-	t.Cleanup(u.kill)
-	if !waitFor(10*time.Second, func() bool { return dialable("unix", u.socket) }) {
-		t.Fatalf("ssh-agent did not listen on %s within 10 s:\n%s", u.socket, log)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("ssh-agent %s log:\n%s", sock, log)
-		}
-	})
-	return u
-}
-
 // regressSides starts the two sides: an ssh-agent used directly, and
 // warden in front of a second ssh-agent. envFor gives each ssh-agent its
 // extra environment (nil for none).
@@ -85,8 +57,8 @@ func regressSides(t *testing.T, e *testEnv, envFor func(sock string) []string) [
 		}
 		return envFor(sock)
 	}
-	direct := regressSSHAgent(t, e, "direct.sock", env("direct.sock")...)
-	up := regressSSHAgent(t, e, "up.sock", env("up.sock")...)
+	direct := startSSHAgentAt(t, e, "direct.sock", env("direct.sock")...)
+	up := startSSHAgentAt(t, e, "up.sock", env("up.sock")...)
 	e.writeConfig(regressNoRoutes)
 	a := startAgent(t, e, nil, "--upstream", up.socket)
 	return []*regressSide{

@@ -36,6 +36,9 @@ type conn struct {
 	nc   *net.UnixConn
 	id   string
 	peer Peer
+	// loginID is the id of the login connection of the same ssh process,
+	// for a later connection of it (agent forwarding); empty otherwise.
+	loginID string
 
 	busy     atomic.Bool // a request is being processed
 	stopping atomic.Bool
@@ -88,16 +91,22 @@ var (
 )
 
 func (s *Server) newConn(nc *net.UnixConn, p Peer) *conn {
-	id := s.newID()
-	// An ssh process that sent a hint continues the hint's id, so the
-	// hint, its issuance, the bind and every signature of one login share
-	// a connection id in the audit log.
+	c := &conn{s: s, nc: nc, id: s.newID(), peer: p, listed: map[string]bool{}}
+	// The first agent connection of an ssh process that sent a hint
+	// continues the hint's id, so the hint, its issuance, the bind and
+	// every signature of one login share a connection id in the audit
+	// log. Its later connections (forwarded agents) keep their own id and
+	// name the login's in their session.bind records.
 	if start, err := startTime(s.cfg.ProcRoot, p.Pid); err == nil {
-		if h := s.hints.get(p.Pid, start, s.cfg.Now()); h != nil {
-			id = h.id
+		if h, first := s.hints.claim(p.Pid, start, s.cfg.Now()); h != nil {
+			if first {
+				c.id = h.id
+			} else {
+				c.loginID = h.id
+			}
 		}
 	}
-	return &conn{s: s, nc: nc, id: id, peer: p, listed: map[string]bool{}}
+	return c
 }
 
 // newID makes a connection id: a counter for humans, random bits so ids
@@ -529,6 +538,9 @@ func queryReply() []byte {
 
 func (c *conn) sessionBind(contents []byte) error {
 	fields := map[string]any{"conn": c.id, "caller": c.caller()}
+	if c.loginID != "" {
+		fields["login_conn"] = c.loginID
+	}
 	b, err := parseSessionBind(contents)
 	if err == nil {
 		fields["host_key"] = signer.KeyFingerprint(b.HostKey)

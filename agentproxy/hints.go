@@ -20,6 +20,8 @@ type hint struct {
 	// decided is the policy's allow for this process's target, reused when
 	// the process lists keys so a confirm rule asks once per login.
 	decided *AuthDecision
+	// claimed is set once the process's first agent connection took id.
+	claimed bool
 }
 
 // Hints older than hintTTL are dropped; ssh connects to the agent within
@@ -63,6 +65,22 @@ func (h *hintStore) get(pid int, start uint64, now time.Time) *hint {
 	}
 	c := *x
 	return &c
+}
+
+// claim is get for a new agent connection of the process; first is true
+// for its first one, the login's, which continues the hint's id. Later
+// ones (agent forwarding channels: each is a new connection from the same
+// ssh process) get ids of their own.
+func (h *hintStore) claim(pid int, start uint64, now time.Time) (x *hint, first bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := h.byPid[pid]
+	if cur == nil || now.Sub(cur.at) > hintTTL || cur.start != start {
+		return nil, false
+	}
+	first, cur.claimed = !cur.claimed, true
+	c := *cur
+	return &c, first
 }
 
 // update changes the stored hint x under the lock: once stored, the ssh

@@ -154,21 +154,22 @@ func (l *fwdLab) forwardedConns(recs []auditRecord) []string {
 	return out
 }
 
-// checkBindOrder checks that conn saw a verified forwarding bind for the
-// bastion and, as the next bind on it, a verified login bind for the
-// target. The audit log's conn is the hint's id for every agent
-// connection of one ssh process (agentproxy newConn), so the outer ssh's
-// own login bind (the bastion, not forwarding) carries the same conn and
-// comes first.
+// checkBindOrder checks that conn, a forwarded agent's connection of the
+// outer ssh, begins with a verified forwarding bind for the bastion that
+// names the outer ssh's login connection (its hint's id) in login_conn,
+// and has, as the next bind, a verified login bind for the target.
 func (l *fwdLab) checkBindOrder(t *testing.T, recs []auditRecord, conn string) {
 	t.Helper()
 	binds := events(recs, "session.bind", "conn", conn)
 	fwd := slices.IndexFunc(binds, func(b auditRecord) bool {
 		return fmt.Sprint(b["forwarding"]) == "true" && b.str("host_key") == l.fpBastion
 	})
+	login := events(recs, "cert.issued", "route", "bastion")
 	switch {
-	case fwd < 0:
-		t.Errorf("conn %s: no forwarding bind with the bastion's host key %s: %v", conn, l.fpBastion, binds)
+	case fwd != 0:
+		t.Errorf("conn %s: the first bind is not a forwarding bind with the bastion's host key %s: %v", conn, l.fpBastion, binds)
+	case len(login) != 1 || login[0].str("conn") == conn || binds[fwd].str("login_conn") != login[0].str("conn"):
+		t.Errorf("conn %s: want its own id and login_conn naming the bastion login's conn (cert.issued %v), got %v", conn, login, binds[fwd])
 	case fmt.Sprint(binds[fwd]["verified"]) != "true":
 		t.Errorf("conn %s: the forwarding bind is not verified: %v", conn, binds[fwd])
 	case fwd+1 >= len(binds):

@@ -86,11 +86,12 @@ type Status struct {
 //
 // Concurrency: Append, Head, Status, Reopen and Close may be called from any
 // goroutine. One writer goroutine, started by Open and stopped by Close,
-// owns the file and the chain state: Append queues a request on a channel
-// and waits; the writer takes every queued request, assigns seq/prev/hash,
-// writes them with one write, fsyncs once and then answers all of them
-// (group commit). No lock is held across the write or the fsync, so callers
-// keep queueing while a batch is being synced.
+// writes for callers: Append queues a request on a channel and waits; the
+// writer takes every queued request, assigns seq/prev/hash, writes them with
+// one write, fsyncs once and then answers all of them (group commit).
+// Callers keep queueing while a batch is being synced. A caller that finds
+// nobody writing and nothing queued writes its own record instead (wait's
+// fast path); the right to write (wsem) makes the two take turns.
 type Log struct {
 	opts Options
 	log  *slog.Logger
@@ -102,14 +103,18 @@ type Log struct {
 	closeOnce sync.Once
 	closeErr  error
 	laterMu   sync.RWMutex // AppendLater holds it to queue; Close to drain
+	// wsem is the right to write: whoever holds it (the writer goroutine,
+	// or a caller on the fast path of wait) owns the fields below.
+	wsem chan struct{}
 
 	// fsyncs counts fsyncs of the log file; tests use it to show batching.
 	fsyncs atomic.Int64
-	// unsynced is set (by the writer) while records written for
-	// AppendLater alone wait for their fsync (bestEffortSyncDelay).
-	unsynced bool
+	// unsynced is set while records written for AppendLater alone wait
+	// for their fsync (bestEffortSyncDelay). Atomic: the writer goroutine
+	// reads it between batches while a caller may be writing.
+	unsynced atomic.Bool
 
-	// Owned by the writer goroutine (by Open before it starts it).
+	// Owned by the holder of wsem (by Open before it starts the writer).
 	f         logFile
 	size      int64
 	seq       uint64
@@ -180,6 +185,7 @@ func Open(opts Options) (*Log, error) {
 		reopenReq: make(chan chan error),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
+		wsem:      make(chan struct{}, 1),
 		st:        Status{Path: opts.Path},
 	}
 	if err := l.openFile(true); err != nil {
@@ -276,8 +282,28 @@ func checkFields(event string, f *Fields) error {
 	return f.err
 }
 
-// wait queues req and waits for the writer's answer.
+// wait writes req itself when nobody is writing and nothing is queued
+// (the fast path: no hand-off to the writer goroutine and back, which was
+// a third of a signature's cost); else it queues req and waits for the
+// writer's answer. On the fast path the caller waits for its own write
+// and fsync, ctx or not: on a hung disk that one request hangs with it,
+// while every other caller still gets its refusal at its deadline.
 func (l *Log) wait(ctx context.Context, req *request) (Record, error) {
+	select {
+	case l.wsem <- struct{}{}:
+		if len(l.reqs) == 0 {
+			select {
+			case <-l.stop:
+			default:
+				l.commit([]*request{req})
+				<-l.wsem
+				res := <-req.done
+				return res.rec, res.err
+			}
+		}
+		<-l.wsem
+	default:
+	}
 	select {
 	case l.reqs <- req:
 	case <-l.stop:
@@ -351,7 +377,7 @@ func (l *Log) run() {
 	// an fsync, unless a batch that syncs comes first.
 	var syncC <-chan time.Time
 	for {
-		if !l.unsynced {
+		if !l.unsynced.Load() {
 			syncC = nil
 		} else if syncC == nil {
 			syncC = time.After(l.opts.syncDelay)
@@ -359,8 +385,13 @@ func (l *Log) run() {
 		select {
 		case <-syncC:
 			syncC = nil
+			l.wsem <- struct{}{}
 			l.syncPending()
+			<-l.wsem
 		case <-l.stop:
+			// Wait out a caller writing on the fast path, then keep the
+			// right to write: nobody writes after Close.
+			l.wsem <- struct{}{}
 			for {
 				select {
 				case req := <-l.reqs:
@@ -371,7 +402,10 @@ func (l *Log) run() {
 				}
 			}
 		case reply := <-l.reopenReq:
-			reply <- l.reopen()
+			l.wsem <- struct{}{}
+			err := l.reopen()
+			<-l.wsem
+			reply <- err
 		case req := <-l.reqs:
 			batch = append(batch[:0], req)
 			// Everything queued while the previous batch was syncing
@@ -385,7 +419,9 @@ func (l *Log) run() {
 					break more
 				}
 			}
+			l.wsem <- struct{}{}
 			l.commit(batch)
+			<-l.wsem
 			clear(batch) // drop references to answered requests
 		}
 	}
@@ -557,7 +593,7 @@ func (l *Log) flush(buf []byte, sync bool) error {
 	}
 	if !sync {
 		l.size += int64(n)
-		l.unsynced = true
+		l.unsynced.Store(true)
 		return nil
 	}
 	l.fsyncs.Add(1)
@@ -567,7 +603,7 @@ func (l *Log) flush(buf []byte, sync bool) error {
 		return fmt.Errorf("fsync %s: %w", l.opts.Path, err)
 	}
 	l.size += int64(n)
-	l.unsynced = false
+	l.unsynced.Store(false)
 	return nil
 }
 
@@ -579,10 +615,9 @@ const bestEffortSyncDelay = 100 * time.Millisecond
 // the page cache untrustworthy: the file is closed, and the next batch
 // reopens it and recovers its tail, as after a failed flush.
 func (l *Log) syncPending() {
-	if l.f == nil || !l.unsynced {
+	if l.f == nil || !l.unsynced.Swap(false) {
 		return
 	}
-	l.unsynced = false
 	l.fsyncs.Add(1)
 	if err := l.f.Sync(); err != nil {
 		l.closeFile()
@@ -613,8 +648,7 @@ func (l *Log) closeFile() error {
 	if l.f == nil {
 		return nil
 	}
-	if l.unsynced {
-		l.unsynced = false
+	if l.unsynced.Swap(false) {
 		l.fsyncs.Add(1)
 		l.f.Sync() // best effort: nobody waits for these records
 	}

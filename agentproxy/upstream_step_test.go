@@ -1,8 +1,6 @@
 package agentproxy
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/binary"
 	"io"
 	"net"
@@ -102,19 +100,6 @@ func recordingUpstream(t *testing.T, reply func(conn int, body []byte) []byte) (
 	return sock, log
 }
 
-func stepTestKey(t *testing.T) ssh.PublicKey {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func frameOf(body ...byte) []byte {
 	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
 }
@@ -123,7 +108,7 @@ func frameOf(body ...byte) []byte {
 // stream in step, so the connection (and the session binds the upstream
 // agent holds for it) is kept; a hang-up or a reply left unread breaks it.
 func TestUpstreamRefusalKeepsConnection(t *testing.T) {
-	key := stepTestKey(t)
+	key := newHostKey(t).PublicKey()
 	for _, tc := range []struct {
 		name       string
 		reply      []byte // the first reply; nil hangs up
@@ -189,7 +174,7 @@ func TestUpstreamRefusalThenSignSameConnection(t *testing.T) {
 	if _, err := up.Extension(extSessionBind, []byte("bind")); err != nil {
 		t.Fatalf("bind: %v", err)
 	}
-	if err := up.Remove(stepTestKey(t)); err == nil {
+	if err := up.Remove(newHostKey(t).PublicKey()); err == nil {
 		t.Fatal("want the refusal")
 	}
 	if err := up.RemoveAll(); err != nil {
@@ -225,7 +210,7 @@ func TestUpstreamRedialReplaysBinds(t *testing.T) {
 	if err := bind(a, env.host, randomSID(t), false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Sign(stepTestKey(t), []byte("data")); err == nil {
+	if _, err := a.Sign(newHostKey(t).PublicKey(), []byte("data")); err == nil {
 		t.Fatal("sign through a silent upstream succeeded")
 	}
 	if _, err := a.List(); err != nil {

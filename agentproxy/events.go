@@ -14,3 +14,12 @@ const (
 	evAgentLocked   = "agent.locked"
 	evAgentUnlocked = "agent.unlocked"
 )
+
+// Events of the trust boundary.
+const (
+	// evRequestRefused: a request the connection may not make (trust.go).
+	evRequestRefused = "request.refused"
+	// evAuditLimited: a peer caused more records than its rate allows;
+	// written once per run of dropped records.
+	evAuditLimited = "audit.limited"
+)

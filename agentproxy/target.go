@@ -99,61 +99,74 @@ func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
 		_ = s.record(ctx, evIssueFailed, f)
 		return nil, err
 	}
+	ttl := ttlFor(t)
+	key := signer.CacheKey{Route: t.route.Name, Principal: t.principal}
+	return s.cache.Get(ctx, key, func(ctx context.Context, key signer.CacheKey, eph *signer.EphemeralKey) (*signer.Issued, error) {
+		return s.issue(ctx, t, ttl, eph)
+	})
+}
+
+// ttlFor is the route's lifetime capped by the decision and the caller.
+func ttlFor(t *target) time.Duration {
 	ttl := t.route.Lifetime()
-	for _, limit := range []time.Duration{dec.MaxTTL, t.maxTTL} {
+	for _, limit := range []time.Duration{t.decided.MaxTTL, t.maxTTL} {
 		if limit > 0 && limit < ttl {
 			ttl = limit
 		}
 	}
-	key := signer.CacheKey{Route: t.route.Name, Principal: t.principal}
-	return s.cache.Get(ctx, key, func(ctx context.Context, key signer.CacheKey, eph *signer.EphemeralKey) (*signer.Issued, error) {
-		req := signer.Request{
-			PublicKey:     eph.PublicKey(),
-			Principals:    []string{t.principal},
-			TTL:           ttl,
-			Extensions:    t.route.CertExtensions(),
-			Mount:         t.route.Mount,
-			Role:          t.route.Role,
-			RouteName:     t.route.Name,
-			CorrelationID: t.connID,
-			AuditHead:     s.auditHead(),
-		}
-		if s.cfg.Issuer.Kind() == "local" {
-			// OpenBao refuses key ids unless the role allows them.
-			req.KeyID = fmt.Sprintf("warden:%s:%s:%s", s.cfg.LocalUser, t.route.Name, t.principal)
-		}
-		start := s.cfg.Now()
-		iss, err := s.cfg.Issuer.Issue(ctx, req)
-		f := t.fields()
-		f["ttl"] = ttl.String()
-		f["issuer"] = s.cfg.Issuer.Kind()
-		took := s.cfg.Now().Sub(start)
-		s.latency.observe(took)
-		f["latency_us"] = took.Microseconds()
-		if err != nil {
-			s.stats.IssueFailed.Add(1)
-			f["error"] = err.Error()
-			_ = s.record(context.WithoutCancel(ctx), evIssueFailed, f)
-			return nil, err
-		}
-		c := iss.Cert
-		f["serial"] = fmt.Sprintf("%016x", c.Serial)
-		f["serial_dec"] = strconv.FormatUint(c.Serial, 10)
-		f["key_id"] = c.KeyId
-		f["key_fingerprint"] = signer.KeyFingerprint(c)
-		f["valid_after"] = time.Unix(int64(c.ValidAfter), 0).UTC().Format(time.RFC3339)
-		f["valid_before"] = time.Unix(int64(c.ValidBefore), 0).UTC().Format(time.RFC3339)
-		f["ca_fingerprint"] = iss.CAFingerprint
-		if iss.RequestID != "" {
-			f["request_id"] = iss.RequestID
-		}
-		if err := s.record(context.WithoutCancel(ctx), evCertIssued, f); err != nil {
-			s.stats.IssueFailed.Add(1)
-			return nil, fmt.Errorf("audit log unavailable, certificate discarded: %w", err)
-		}
-		s.stats.Issued.Add(1)
-		return iss, nil
-	})
+	return ttl
+}
+
+// issue asks the issuer for a certificate of eph for t and records the
+// issuance (or its failure) before anyone may use it; if the record
+// cannot be made durable the certificate is discarded.
+func (s *Server) issue(ctx context.Context, t *target, ttl time.Duration, eph *signer.EphemeralKey) (*signer.Issued, error) {
+	req := signer.Request{
+		PublicKey:     eph.PublicKey(),
+		Principals:    []string{t.principal},
+		TTL:           ttl,
+		Extensions:    t.route.CertExtensions(),
+		Mount:         t.route.Mount,
+		Role:          t.route.Role,
+		RouteName:     t.route.Name,
+		CorrelationID: t.connID,
+		AuditHead:     s.auditHead(),
+	}
+	if s.cfg.Issuer.Kind() == "local" {
+		// OpenBao refuses key ids unless the role allows them.
+		req.KeyID = fmt.Sprintf("warden:%s:%s:%s", s.cfg.LocalUser, t.route.Name, t.principal)
+	}
+	start := s.cfg.Now()
+	iss, err := s.cfg.Issuer.Issue(ctx, req)
+	f := t.fields()
+	f["ttl"] = ttl.String()
+	f["issuer"] = s.cfg.Issuer.Kind()
+	took := s.cfg.Now().Sub(start)
+	s.latency.observe(took)
+	f["latency_us"] = took.Microseconds()
+	if err != nil {
+		s.stats.IssueFailed.Add(1)
+		f["error"] = err.Error()
+		_ = s.record(context.WithoutCancel(ctx), evIssueFailed, f)
+		return nil, err
+	}
+	c := iss.Cert
+	f["serial"] = fmt.Sprintf("%016x", c.Serial)
+	f["serial_dec"] = strconv.FormatUint(c.Serial, 10)
+	f["key_id"] = c.KeyId
+	f["key_fingerprint"] = signer.KeyFingerprint(c)
+	f["valid_after"] = time.Unix(int64(c.ValidAfter), 0).UTC().Format(time.RFC3339)
+	f["valid_before"] = time.Unix(int64(c.ValidBefore), 0).UTC().Format(time.RFC3339)
+	f["ca_fingerprint"] = iss.CAFingerprint
+	if iss.RequestID != "" {
+		f["request_id"] = iss.RequestID
+	}
+	if err := s.record(context.WithoutCancel(ctx), evCertIssued, f); err != nil {
+		s.stats.IssueFailed.Add(1)
+		return nil, fmt.Errorf("audit log unavailable, certificate discarded: %w", err)
+	}
+	s.stats.Issued.Add(1)
+	return iss, nil
 }
 
 // resolve finds this connection's target: the hint for the ssh process
@@ -219,11 +232,18 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 	return t, false, ""
 }
 
-// wardenEntries returns the certificates to list on this connection.
+// wardenEntries returns the certificates to list on this connection. A
+// tainted connection gets none; an unbound one only those of routes that
+// let clients without session-bind sign (require_bind: false), the only
+// ones it could use.
 func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
+	if c.trust() == trustTainted {
+		c.s.log.Debug("no certificate for a tainted connection", "conn", c.id, "why", c.taint)
+		return nil
+	}
 	t, all, why := c.resolve()
 	if all {
-		return c.bindFreeFirst(c.s.cache.Valid())
+		return c.bindFreeOnly(c.s.cache.Valid())
 	}
 	if t == nil {
 		c.s.log.Debug("no certificate for this connection", "conn", c.id, "why", why)
@@ -234,7 +254,7 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 		// Without session-bind the target is not proven, so nothing new is
 		// issued; a certificate the hint already obtained may be listed.
 		if e := c.s.cache.Current(signer.CacheKey{Route: t.route.Name, Principal: t.principal}); e != nil {
-			return []*signer.Entry{e}
+			return c.bindFreeOnly([]*signer.Entry{e})
 		}
 		return nil
 	}
@@ -246,27 +266,15 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 	return []*signer.Entry{e}
 }
 
-// bindFreeFirst puts the certificates of require_bind: false routes
-// first. A connection with neither hint nor bind sees every certificate
-// (ssh-add -l shows them all), and one that signs without binding can use
-// only those; paramiko and x/crypto clients try just the first key an
-// agent offers and give up when its signature is refused.
-func (c *conn) bindFreeFirst(entries []*signer.Entry) []*signer.Entry {
+// bindFreeOnly keeps the certificates of require_bind: false routes: a
+// connection without session-bind cannot sign with any other, and
+// paramiko and x/crypto clients try just the first key an agent offers.
+func (c *conn) bindFreeOnly(entries []*signer.Entry) []*signer.Entry {
 	cat := c.s.cfg.Catalog()
-	bindFree := func(e *signer.Entry) bool {
+	return slices.DeleteFunc(entries, func(e *signer.Entry) bool {
 		r := cat.RouteByName(e.Key.Route)
-		return r != nil && !r.BindRequired()
-	}
-	slices.SortStableFunc(entries, func(a, b *signer.Entry) int {
-		switch fa, fb := bindFree(a), bindFree(b); {
-		case fa && !fb:
-			return -1
-		case fb && !fa:
-			return 1
-		}
-		return 0
+		return r == nil || r.BindRequired()
 	})
-	return entries
 }
 
 // signWarden applies the sign-time checks to a warden certificate and
@@ -291,6 +299,10 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	if s.isLocked() {
 		return deny("agent is locked")
 	}
+	class := c.trust()
+	if class == trustTainted {
+		return deny("connection is tainted: " + c.taint)
+	}
 	ua, err := parseUserauth(data)
 	if err != nil {
 		return deny("only SSH logins may be signed with a warden certificate (" + err.Error() + ")")
@@ -299,6 +311,12 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	u.sidHash = c.sessionHash(ua.SessionID)
 	if !bytes.Equal(ua.PublicKey, blob) {
 		return deny("the login request names another key")
+	}
+	if ua.Service != serviceConnection {
+		return deny(fmt.Sprintf("the login request is for service %q, not %q", ua.Service, serviceConnection))
+	}
+	if !algorithmFits(ua.Algorithm, e.Cert) {
+		return deny(fmt.Sprintf("the login request names algorithm %q for a %s certificate", ua.Algorithm, e.Cert.Key.Type()))
 	}
 	if t := c.target; t != nil && t.route.Name == e.Key.Route && t.host != "" {
 		u.host = t.host
@@ -312,6 +330,11 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 		switch {
 		case last.Forwarding:
 			return deny("connection is bound for agent forwarding, not for a login")
+		case class == trustForwarded && ua.Method != methodHostbound:
+			// Only the hostbound method names the host in the signed data,
+			// so only it stops a far host from using the signature on
+			// another host.
+			return deny("a forwarded agent signs only publickey-hostbound-v00@openssh.com logins")
 		case !bytes.Equal(ua.SessionID, last.SessionID):
 			return deny("session id does not match the bound session")
 		// The raw blob equal to the bound key's wire form is the common
@@ -322,6 +345,9 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 			return deny("certificate was not offered on this connection")
 		}
 	} else {
+		if class != trustUnbound {
+			return deny("connection is " + class.String())
+		}
 		if route.BindRequired() {
 			return deny(fmt.Sprintf("client sent no session-bind@openssh.com and route %s requires it (require_bind: false allows tunnel programs that cannot bind)", route.Name))
 		}
@@ -352,6 +378,21 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	}
 	s.stats.Used.Add(1)
 	return sig, nil
+}
+
+// serviceConnection is the only service a login is for (RFC 4252).
+const serviceConnection = "ssh-connection"
+
+// algorithmFits reports whether alg is a signature algorithm of cert: its
+// own type, or for an RSA certificate one of the rsa-sha2 variants.
+func algorithmFits(alg string, cert *ssh.Certificate) bool {
+	if alg == cert.Type() {
+		return true
+	}
+	if cert.Key.Type() == ssh.KeyAlgoRSA {
+		return alg == ssh.CertAlgoRSASHA256v01 || alg == ssh.CertAlgoRSASHA512v01
+	}
+	return false
 }
 
 // signUse is what the cert.used and sign.denied records of one signature
@@ -431,14 +472,34 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	if req.SSHPid <= 1 || req.User == "" || req.Host == "" || len(req.User) > maxHintUser || len(req.Host) > maxHintHost || req.Port < 0 || req.Port > 65535 {
 		return jsonReply(HintReply{Error: "hint needs --ssh-pid, --user and --host (run it from ssh's Match exec, see `warden-agent ssh-config`)"})
 	}
+	if c.hints++; c.hints > hintsPerConn {
+		return nil, fmt.Errorf("more than %d hints on one connection", hintsPerConn)
+	}
+	if ok, _ := s.hintRate.allow(time.Now()); !ok {
+		return jsonReply(HintReply{Error: "too many hints at once; the agent is refusing hints for a moment"})
+	}
+	// A process speaks only for its own ssh: the pid must be the caller
+	// or one of its ancestors (ssh runs Match exec through a shell). This
+	// also keeps the reply from telling live pids from dead ones.
+	if !c.isSelfOrDescendant(req.SSHPid) {
+		return jsonReply(HintReply{Error: fmt.Sprintf("pid %d is not this process or one of its parents: a hint speaks only for the ssh that runs it (see `warden-agent ssh-config`)", req.SSHPid)})
+	}
 	start, err := startTime(s.cfg.ProcRoot, req.SSHPid)
 	if err != nil {
 		return jsonReply(HintReply{Error: fmt.Sprintf("no process with pid %d", req.SSHPid)})
 	}
 	h := &hint{HintRequest: req, id: s.newID(), start: start, at: s.cfg.Now()}
+	if old := s.hints.get(req.SSHPid, start, h.at); old != nil && old.HintRequest != req {
+		// A live hint is never replaced: ssh evaluates its config once per
+		// connection, so a second, different hint for the same process is
+		// not ssh's.
+		return jsonReply(HintReply{Error: fmt.Sprintf("ssh process %d already has a hint for %s@%s; a hint is never replaced", req.SSHPid, old.User, old.Host)})
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
 	defer cancel()
-	_ = s.record(ctx, evHint, map[string]any{"conn": h.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
+	if c.mayRecord(evHint) {
+		_ = s.record(ctx, evHint, map[string]any{"conn": h.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
+	}
 
 	if s.isLocked() {
 		h.refused = "agent is locked"

@@ -175,7 +175,7 @@ func (l *ansibleLab) closeMasters() {
 
 // run runs an Ansible program in the project directory with the test's
 // environment: ansible.cfg, a UTF-8 locale (ansible-core refuses others),
-// the JSON stdout callback (also for ad-hoc commands), temp dirs under
+// the test's JSON stdout callback (also for ad-hoc commands), temp dirs under
 // the test directory and SSH_AUTH_SOCK at warden. Ansible with five hosts
 // through race-built hints is slow on a busy machine: the bound is
 // generous.
@@ -190,7 +190,9 @@ func (l *ansibleLab) run(t *testing.T, name string, args ...string) result {
 		"ANSIBLE_HOST_KEY_CHECKING=True",
 		"ANSIBLE_LOCAL_TEMP="+filepath.Join(l.e.dir, "atmp-local"),
 		"ANSIBLE_REMOTE_TEMP="+filepath.Join(l.e.dir, "atmp-remote"),
-		"ANSIBLE_STDOUT_CALLBACK=json",
+		// ansible-core has no json callback of its own: the test ships one.
+		"ANSIBLE_CALLBACK_PLUGINS="+ansibleCallbacks(t),
+		"ANSIBLE_STDOUT_CALLBACK=warden_json",
 		"ANSIBLE_LOAD_CALLBACK_PLUGINS=1",
 		"ANSIBLE_NOCOLOR=1",
 		"ANSIBLE_FORCE_COLOR=0",
@@ -213,6 +215,15 @@ func (l *ansibleLab) run(t *testing.T, name string, args ...string) result {
 		t.Fatalf("%s %s: timed out\n%s", name, strings.Join(args, " "), r)
 	}
 	return r
+}
+
+// ansibleCallbacks is the directory of the test's stdout callback.
+func ansibleCallbacks(t *testing.T) string {
+	dir, err := filepath.Abs(filepath.Join("testdata", "ansible", "callback_plugins"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // ansibleJSON is the part of the json stdout callback's output the test

@@ -26,7 +26,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
-
 )
 
 // faultSessionBind sends session-bind@openssh.com signed by host, as ssh

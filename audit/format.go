@@ -279,9 +279,9 @@ func chainHash(prev string, canonicalWithoutHash []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// encodeRecord builds the line for a new record (without the newline) and
-// fills in rec.Hash and rec.Raw. fields must come from normalizeFields.
-func encodeRecord(rec *Record) error {
+// recordMap is the record as one JSON object, without "hash": the
+// envelope and the fields, the way encodeRecord hashes it.
+func recordMap(rec *Record) map[string]any {
 	m := make(map[string]any, len(rec.Fields)+6)
 	for k, v := range rec.Fields {
 		m[k] = v
@@ -291,6 +291,13 @@ func encodeRecord(rec *Record) error {
 	m[fieldTime] = rec.Time.UTC().Format(timeLayout)
 	m[fieldEvent] = rec.Event
 	m[fieldPrev] = rec.Prev
+	return m
+}
+
+// encodeRecord builds the line for a new record (without the newline) and
+// fills in rec.Hash and rec.Raw. fields must come from normalizeFields.
+func encodeRecord(rec *Record) error {
+	m := recordMap(rec)
 	body, err := canonical(m)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
@@ -350,17 +357,30 @@ func ParseRecord(line []byte) (Record, error) {
 	if rec.Hash, ok = m[fieldHash].(string); !ok || !isHexHash(rec.Hash) {
 		return rec, errors.New("audit: hash is not a SHA-256 hex hash")
 	}
-	delete(m, fieldHash)
-	body, err := canonical(m)
-	if err != nil {
-		return rec, fmt.Errorf("audit: not canonical: %v", err)
-	}
-	sum := chainHash(rec.Prev, body)
 	for k := range reserved {
 		delete(m, k)
 	}
 	rec.Fields = m
 	rec.Raw = line
+	// The line must be exactly what the writer would write for the record
+	// it decodes to: encoding/json keeps the last of duplicated keys and
+	// skips whitespace, so without this check a line could show a reader
+	// (jq, a person, another decoder) something other than what was hashed.
+	full := recordMap(&rec)
+	body, err := canonical(full)
+	if err != nil {
+		return rec, fmt.Errorf("audit: not canonical: %v", err)
+	}
+	sum := chainHash(rec.Prev, body)
+	full[fieldHash] = rec.Hash
+	want, err := canonical(full)
+	if err != nil {
+		return rec, fmt.Errorf("audit: not canonical: %v", err)
+	}
+	if !bytes.Equal(want, line) {
+		// Returned with the record filled in, like a hash mismatch.
+		return rec, &notCanonicalError{what: describeNonCanonical(line, want)}
+	}
 	if sum != rec.Hash {
 		// Returned with the record filled in: Query still shows it, Verify
 		// reports it.
@@ -370,6 +390,22 @@ func ParseRecord(line []byte) (Record, error) {
 }
 
 var errHashMismatch = errors.New("audit: hash mismatch (record edited)")
+
+// notCanonicalError is a well-formed record whose line is not the
+// canonical encoding of the record it decodes to.
+type notCanonicalError struct{ what string }
+
+func (e *notCanonicalError) Error() string {
+	return "audit: not the canonical encoding of its record (line edited): " + e.what
+}
+
+// wholeRecord reports whether ParseRecord's error still leaves a whole
+// record: none, a hash mismatch or a non-canonical line. Readers show such
+// records; Verify reports them.
+func wholeRecord(err error) bool {
+	var nc *notCanonicalError
+	return err == nil || errors.Is(err, errHashMismatch) || errors.As(err, &nc)
+}
 
 func isHexHash(s string) bool {
 	if len(s) != 64 {

@@ -780,7 +780,7 @@ func readTail(path string) (tail, error) {
 			return t, err
 		}
 		rec, err := ParseRecord(line)
-		if err != nil && !errors.Is(err, errHashMismatch) {
+		if !wholeRecord(err) {
 			// A crash leaves an unterminated fragment; treat one unreadable
 			// last line the same way, but no more than one line.
 			if !cut {

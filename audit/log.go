@@ -123,7 +123,13 @@ type Log struct {
 
 	mu sync.Mutex // guards st
 	st Status
+
+	lock *Lock // on Path+lockSuffix, held from Open to Close
 }
+
+// lockSuffix names the writer's lock file next to the log
+// (audit.log.lock); Files never counts it as part of the chain.
+const lockSuffix = ".lock"
 
 type request struct {
 	ctx    context.Context
@@ -188,12 +194,29 @@ func Open(opts Options) (*Log, error) {
 		wsem:      make(chan struct{}, 1),
 		st:        Status{Path: opts.Path},
 	}
+	// One writer per log: a second one would interleave records with the
+	// same seq and break the chain. Readers take no lock.
+	lock, err := LockFile(opts.Path + lockSuffix)
+	var held *LockedError
+	if errors.As(err, &held) {
+		who := "another process"
+		if held.PID > 0 {
+			who = fmt.Sprintf("process %d", held.PID)
+		}
+		return nil, fmt.Errorf("audit: %s is already writing %s (it holds %s); a second writer would break the chain: stop it, or give this one another audit.path: %w", who, opts.Path, held.Path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+	}
+	l.lock = lock
 	if err := l.openFile(true); err != nil {
+		lock.Unlock()
 		return nil, err
 	}
 	if l.recovered != nil {
 		if _, err := l.commit(nil); err != nil {
 			l.closeFile()
+			lock.Unlock()
 			return nil, err
 		}
 	}
@@ -398,6 +421,7 @@ func (l *Log) run() {
 					req.answer(result{err: errClosed})
 				default:
 					l.closeErr = l.closeFile()
+					l.lock.Unlock()
 					return
 				}
 			}

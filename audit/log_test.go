@@ -1000,3 +1000,31 @@ func TestHeadCurrentWhenAppendReturns(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestSecondWriterRefused: a second Open of the same log (here in the same
+// process; flock conflicts between open files as between processes) is
+// refused with a message naming the holder's pid and the lock file, the
+// first keeps writing, and once it is closed the log opens again. A lock
+// file left by a dead holder does not stand in the way.
+func TestSecondWriterRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	os.WriteFile(path+lockSuffix, []byte("99999999\n"), 0o600) // left by a crash
+	l := openTest(t, Options{Path: path})
+	mustAppend(t, l, EventAgentStart, nil)
+	_, err := Open(Options{Path: path})
+	var held *LockedError
+	if !errors.As(err, &held) || held.PID != os.Getpid() ||
+		!strings.Contains(err.Error(), fmt.Sprintf("process %d is already writing %s", os.Getpid(), path)) ||
+		!strings.Contains(err.Error(), path+lockSuffix) {
+		t.Fatalf("second Open: %v", err)
+	}
+	mustAppend(t, l, EventAgentStop, nil)
+	if got, _ := os.ReadFile(path + lockSuffix); string(got) != fmt.Sprintf("%d\n", os.Getpid()) {
+		t.Fatalf("lock file holds %q", got)
+	}
+	l.Close()
+	l = openTest(t, Options{Path: path})
+	mustAppend(t, l, EventAgentStart, nil)
+	// Readers take no lock, and the lock file is no part of the chain.
+	mustVerify(t, path, 3)
+}

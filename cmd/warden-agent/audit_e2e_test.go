@@ -147,3 +147,41 @@ func TestE2ESecondAgentRefused(t *testing.T) {
 	// Once the first has stopped, an agent starts there again.
 	startAgent(t, e, nil, "--upstream", "none").stop(t)
 }
+
+// TestE2EAuditRotationKeepsYoungFiles (issue 12: with a small max_size a
+// burst of records rotated agent.start away while verify said ok): with
+// audit.keep 1 and a 4 KiB max_size, 80 records from one connection
+// rotate once and then rotation is refused, since it would delete a file
+// younger than audit.min_age (default 7 days). Status is degraded and
+// says why; the chain still starts at agent.start, seq 1.
+func TestE2EAuditRotationKeepsYoungFiles(t *testing.T) {
+	e := newTestEnv(t)
+	e.writeConfig("audit:\n  max_size: 4096\n  keep: 1\n")
+	a := startAgent(t, e, nil, "--upstream", "none")
+	lockCycles(t, a.socket, 40)
+
+	r := e.warden("status")
+	if r.code != 1 || !strings.Contains(r.stdout, "problem   audit log rotation refused: rotating would delete audit.log.1") ||
+		!strings.Contains(r.stdout, "younger than the minimum age 168h0m0s") {
+		t.Errorf("status with rotation refused: want exit 1 and the reason, got %s", r)
+	}
+	r = e.warden("status", "--json")
+	if !strings.Contains(r.stdout, `"rotation_refused": "rotating would delete audit.log.1`) {
+		t.Errorf("status --json lacks rotation_refused: %s", r)
+	}
+	files, _ := filepath.Glob(e.auditPath() + "*")
+	if fi, err := os.Stat(e.auditPath() + ".1"); err != nil || fi.Size() == 0 {
+		t.Errorf("audit.log.1: %v (files %v)", err, files)
+	}
+	if fi, _ := os.Stat(e.auditPath()); fi == nil || fi.Size() <= 4096 {
+		t.Errorf("audit.log should have grown past max_size instead of deleting audit.log.1 (files %v)", files)
+	}
+	out := e.mustWarden("activity", "verify")
+	if !strings.HasPrefix(out, "ok: 81 records") || strings.Contains(out, "rotated away") {
+		t.Errorf("verify: %q, want all 81 records from seq 1", out)
+	}
+	first := e.mustWarden("activity", "--json", "--event", "agent.start")
+	if !strings.Contains(first, `"seq":1,`) {
+		t.Errorf("agent.start is not seq 1 any more: %s", first)
+	}
+}

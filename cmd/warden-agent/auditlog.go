@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/netkingdom/ops-warden/agentproxy"
 	"github.com/netkingdom/ops-warden/audit"
@@ -40,7 +41,7 @@ func (a auditRecorder) Head() string {
 func (a auditRecorder) Reopen() error { return a.log.Reopen() }
 
 func openAudit(cfg *Config, logger *slog.Logger) (auditRecorder, func(), error) {
-	l, err := audit.Open(audit.Options{Path: cfg.Audit.Path, MaxSize: cfg.Audit.MaxSize, Keep: cfg.Audit.Keep, Logger: logger})
+	l, err := audit.Open(audit.Options{Path: cfg.Audit.Path, MaxSize: cfg.Audit.MaxSize, Keep: cfg.Audit.Keep, MinAge: time.Duration(cfg.Audit.MinAge), Logger: logger})
 	if err != nil {
 		return auditRecorder{}, nil, err
 	}

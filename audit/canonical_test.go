@@ -267,3 +267,13 @@ func oracleQuote(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
+
+// TestNestedHashKey: a field holding an object with its own "hash" member
+// (even one equal to the zero hash) does not confuse the writer or the
+// verifier, which place and strip only the record's own hash.
+func TestNestedHashKey(t *testing.T) {
+	l := openTest(t, Options{})
+	mustAppend(t, l, EventSignDenied, map[string]any{"a": map[string]any{"hash": ZeroHash}, "b": []any{map[string]any{"hash": "x"}}})
+	mustAppend(t, l, EventSignDenied, map[string]any{"a": map[string]any{"hash": ZeroHash}})
+	mustVerify(t, l.Status().Path, 2)
+}

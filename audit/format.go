@@ -297,22 +297,63 @@ func recordMap(rec *Record) map[string]any {
 // encodeRecord builds the line for a new record (without the newline) and
 // fills in rec.Hash and rec.Raw. fields must come from normalizeFields.
 func encodeRecord(rec *Record) error {
-	m := recordMap(rec)
-	body, err := canonical(m)
+	// The hash is over the line without its hash member, so encode with a
+	// placeholder and fill it in.
+	line, body, at, err := canonicalLine(recordMap(rec), ZeroHash)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	rec.Hash = chainHash(rec.Prev, body)
-	m[fieldHash] = rec.Hash
-	line, err := canonical(m)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
 	if len(line) > MaxRecordSize {
 		return fmt.Errorf("audit: %s record is %d bytes, more than the %d allowed", rec.Event, len(line), MaxRecordSize)
 	}
+	copy(line[at:], rec.Hash)
 	rec.Raw = line
 	return nil
+}
+
+// canonicalLine encodes a record's members m (without "hash") and the
+// hash member in one canonical object, and returns that line and the body
+// the hash is computed over: the same object without the hash member.
+// hashAt is the offset of hash's first hex digit in line.
+func canonicalLine(m map[string]any, hash string) (line, body []byte, hashAt int, err error) {
+	keys := make([]string, 0, len(m)+1)
+	for k := range m {
+		keys = append(keys, k)
+	}
+	keys = append(keys, fieldHash)
+	sort.Strings(keys)
+	line = append(make([]byte, 0, 512), '{')
+	start, end := -1, -1 // the hash member, with the comma that joins it
+	for i, k := range keys {
+		if i > 0 {
+			line = append(line, ',')
+		}
+		if k == fieldHash {
+			start = len(line)
+			if i > 0 {
+				start--
+			}
+			line = appendString(line, k)
+			line = append(line, ':')
+			hashAt = len(line) + 1
+			line = appendString(line, hash)
+			end = len(line)
+			if i == 0 && len(keys) > 1 {
+				end++ // the comma after it
+			}
+			continue
+		}
+		line = appendString(line, k)
+		line = append(line, ':')
+		if err := appendCanonicalTo(&line, m[k]); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	line = append(line, '}')
+	body = make([]byte, 0, len(line)-(end-start))
+	body = append(append(body, line[:start]...), line[end:]...)
+	return line, body, hashAt, nil
 }
 
 // ParseRecord parses one line of the log (without its newline) and checks
@@ -366,17 +407,11 @@ func ParseRecord(line []byte) (Record, error) {
 	// it decodes to: encoding/json keeps the last of duplicated keys and
 	// skips whitespace, so without this check a line could show a reader
 	// (jq, a person, another decoder) something other than what was hashed.
-	full := recordMap(&rec)
-	body, err := canonical(full)
+	want, body, _, err := canonicalLine(recordMap(&rec), rec.Hash)
 	if err != nil {
 		return rec, fmt.Errorf("audit: not canonical: %v", err)
 	}
 	sum := chainHash(rec.Prev, body)
-	full[fieldHash] = rec.Hash
-	want, err := canonical(full)
-	if err != nil {
-		return rec, fmt.Errorf("audit: not canonical: %v", err)
-	}
 	if !bytes.Equal(want, line) {
 		// Returned with the record filled in, like a hash mismatch.
 		return rec, &notCanonicalError{what: describeNonCanonical(line, want)}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/netkingdom/ops-warden/internal/fuzzseed"
 )
 
 // TestVerifyNonCanonical: a line that decodes to a record whose hash
@@ -119,6 +121,13 @@ func FuzzVerifyCanonical(f *testing.F) {
 		f.Add(`{"v":1,` + strings.Replace(tmpl[1:], `,"v":1}`, "}", 1))
 		f.Add(strings.Replace(tmpl, `"pid":100`, `"pid":100.0`, 1))
 		f.Add(strings.Replace(tmpl, `Z"`, `+00:00"`, 1))
+	}
+	// Every real record of the recorded run (FuzzParseRecord's corpus),
+	// its hash turned into the placeholder.
+	for _, line := range fuzzseed.Recorded(f, "FuzzParseRecord", "audit-") {
+		if rec, err := ParseRecord(line); err == nil {
+			f.Add(strings.Replace(string(line), rec.Hash, hashPlaceholder, 1))
+		}
 	}
 	f.Add("{}")
 	f.Add(`{"hash":"` + hashPlaceholder + `"}`)

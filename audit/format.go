@@ -357,9 +357,12 @@ func canonicalLine(m map[string]any, hash string) (line, body []byte, hashAt int
 }
 
 // ParseRecord parses one line of the log (without its newline) and checks
-// that it is well formed and that its hash matches its content. It does not
-// check the chain (seq and prev against the previous record); Verify does.
-// The returned error says what is wrong, for a person to read.
+// that it is well formed, that it is byte for byte the canonical encoding
+// of the record it decodes to, and that its hash matches its content. It
+// does not check the chain (seq and prev against the previous record);
+// Verify does. The returned error says what is wrong, for a person to
+// read; for a non-canonical line or a hash mismatch the record is returned
+// filled in, so that readers can still show it.
 func ParseRecord(line []byte) (Record, error) {
 	if len(line) > MaxRecordSize {
 		return Record{}, fmt.Errorf("audit: line is longer than %d bytes", MaxRecordSize)

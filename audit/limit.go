@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"math"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -67,4 +69,22 @@ func (l *Limiter) Dropped() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.dropped
+}
+
+// LimitedFields starts the fields of the EventLimited record to write when
+// Allow reports firstDrop: scope ("connection" or "global"),
+// limited_event, rate (records a second; a string when not whole), burst
+// and dropped. The caller adds conn and caller for a per-connection limit.
+func (l *Limiter) LimitedFields(scope, limitedEvent string) *Fields {
+	f := NewFields(256)
+	f.String("scope", scope)
+	f.String("limited_event", limitedEvent)
+	if l.rate == math.Trunc(l.rate) && l.rate <= maxSafeInt {
+		f.Int("rate", int64(l.rate))
+	} else {
+		f.String("rate", strconv.FormatFloat(l.rate, 'g', -1, 64))
+	}
+	f.Int("burst", int64(l.burst))
+	f.Int("dropped", int64(min(l.Dropped(), maxSafeInt)))
+	return f
 }

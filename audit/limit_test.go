@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -111,4 +112,31 @@ func TestLimiterConcurrent(t *testing.T) {
 	if allowed != 100 || firsts != 1 || l.Dropped() != 700 {
 		t.Fatalf("allowed %d, firstDrop %d, dropped %d; want 100, 1, 700", allowed, firsts, l.Dropped())
 	}
+}
+
+// TestLimitedRecord: the record a caller writes on firstDrop carries the
+// fields docs/audit.md lists for audit.limited, and verifies.
+func TestLimitedRecord(t *testing.T) {
+	lim := NewLimiter(0.5, 3)
+	now := time.Now()
+	for i := 0; i < 3; i++ {
+		lim.Allow(now)
+	}
+	if _, first := lim.Allow(now); !first {
+		t.Fatal("no firstDrop")
+	}
+	l := openTest(t, Options{})
+	f := lim.LimitedFields("connection", EventHint)
+	f.String("conn", "c23")
+	rec, err := l.AppendFields(context.Background(), EventLimited, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mustParse(t, string(rec.Raw))
+	for k, want := range map[string]string{"scope": "connection", "limited_event": "hint", "rate": "0.5", "burst": "3", "dropped": "1", "conn": "c23"} {
+		if v := got.FieldString(k); v != want {
+			t.Errorf("%s = %q, want %q", k, v, want)
+		}
+	}
+	mustVerify(t, l.Status().Path, 1)
 }

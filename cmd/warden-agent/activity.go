@@ -118,7 +118,7 @@ func activityVerify(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "ok: %d records, head %s\n", res.Records, res.Head)
 	if res.FirstSeq > 1 {
-		fmt.Fprintf(c.App.Writer, "note: the chain starts at seq %d; older records were rotated away, so only the OpenBao audit anchor can vouch for them\n", res.FirstSeq)
+		fmt.Fprintf(c.App.Writer, "note: the chain starts at seq %d; older records are not in these files (rotated away once older than audit.min_age, moved away before a SIGHUP, or deleted by hand), so only the OpenBao audit anchor can vouch for them\n", res.FirstSeq)
 	}
 	return nil
 }

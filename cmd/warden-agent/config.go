@@ -64,6 +64,9 @@ type AuditConfig struct {
 	Path    string `yaml:"path"`
 	MaxSize int64  `yaml:"max_size"`
 	Keep    int    `yaml:"keep"`
+	// MinAge: rotation never deletes a file younger than this (default
+	// 168h); see docs/audit.md.
+	MinAge catalog.Duration `yaml:"min_age"`
 }
 
 // maxConfigSize bounds agent.yaml.

@@ -1026,7 +1026,9 @@ func TestE2ESocket(t *testing.T) {
 	}
 
 	t.Run("live agent", func(t *testing.T) {
-		r := e.warden("run", "--upstream", "none", "--socket", sock)
+		// Its own state directory: one directory refuses a second agent
+		// before the socket is looked at (TestE2ESecondAgentRefused).
+		r := e.run([]string{"XDG_STATE_HOME=" + filepath.Join(e.dir, "state2")}, wardenExe, "run", "--upstream", "none", "--socket", sock)
 		if r.code == 0 {
 			t.Fatalf("a second agent started over a live socket: %s", r)
 		}
@@ -1050,7 +1052,7 @@ func TestE2ESocket(t *testing.T) {
 		if _, err := os.Lstat(stale); err != nil {
 			t.Fatalf("stale socket file missing: %v", err)
 		}
-		b := startAgent(t, e, nil, "--upstream", "none", "--socket", stale)
+		b := startAgent(t, e, []string{"XDG_STATE_HOME=" + filepath.Join(e.dir, "state2")}, "--upstream", "none", "--socket", stale)
 		if !dialable("unix", stale) {
 			t.Fatalf("agent started over a stale socket does not answer")
 		}
@@ -1089,7 +1091,9 @@ func TestE2EUpstreamIsOwnSocket(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a, err := launchAgent(t, e, c.env, c.args...)
+			// Its own state directory, else the first agent's lock refuses it
+			// before the socket is looked at.
+			a, err := launchAgent(t, e, append(c.env, "XDG_STATE_HOME="+filepath.Join(e.dir, "state2")), c.args...)
 			if err == nil {
 				// A loop: every list would connect to itself until the
 				// agent runs out of file descriptors.

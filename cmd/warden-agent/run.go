@@ -78,6 +78,11 @@ func runAgent(c *cli.Context) error {
 	if upstream != "" && agentproxy.IsWarden(upstream, 2*time.Second) {
 		return fmt.Errorf("upstream agent %s is a warden-agent, not your own agent; start warden-agent with the SSH_AUTH_SOCK of your real agent, or --upstream none", upstream)
 	}
+	unlockState, err := lockStateDir()
+	if err != nil {
+		return err
+	}
+	defer unlockState()
 
 	iss, closeIssuer, err := newIssuer(cfg, logger)
 	if err != nil {

@@ -52,6 +52,9 @@ type auditStatus struct {
 	Head        string `json:"head"`
 	Unavailable bool   `json:"unavailable"`
 	LastError   string `json:"last_error,omitempty"`
+	// RotationRefused: rotation would have deleted a file younger than
+	// audit.min_age; the log grows instead (degraded).
+	RotationRefused string `json:"rotation_refused,omitempty"`
 }
 
 // healthSampler checks the issuer's health in the background, so status
@@ -113,7 +116,7 @@ func statusExtra(iss signer.Issuer, health *healthSampler, src *sources, rec aud
 			w.Policy = fileStatusOf(src.polStore.Path(), src.polStore.Hash(), src.polStore.LoadedAt(), src.polStore.LastError())
 		}
 		a := rec.log.Status()
-		w.Audit = auditStatus{Path: a.Path, Size: a.Size, Seq: a.Seq, Head: a.Head, Unavailable: a.Unavailable, LastError: a.LastError}
+		w.Audit = auditStatus{Path: a.Path, Size: a.Size, Seq: a.Seq, Head: a.Head, Unavailable: a.Unavailable, LastError: a.LastError, RotationRefused: a.RotationRefused}
 		return w
 	}
 }
@@ -234,6 +237,9 @@ func (st *statusReply) problems() []string {
 	}
 	if st.Extra.Audit.Unavailable {
 		p = append(p, "audit log failing: "+st.Extra.Audit.LastError)
+	}
+	if r := st.Extra.Audit.RotationRefused; r != "" {
+		p = append(p, "audit log rotation refused: "+r)
 	}
 	for _, nf := range st.Extra.files() {
 		name, f := nf.name, nf.fileStatus

@@ -47,7 +47,7 @@ type conn struct {
 	hints int
 	// records limits the audit records this connection's peer can cause
 	// (binds, refusals, hints, upstream use).
-	records rateLimiter
+	records *audit.Limiter
 	// upstreamExts are the extensions the upstream agent said it supports
 	// (query), asked once per connection.
 	upstreamExts []string
@@ -96,7 +96,7 @@ var (
 )
 
 func (s *Server) newConn(nc *net.UnixConn, p Peer) *conn {
-	c := &conn{s: s, nc: nc, id: s.newID(), peer: p, listed: map[string]bool{}, records: newRateLimiter(connRecordRate, connRecordBurst)}
+	c := &conn{s: s, nc: nc, id: s.newID(), peer: p, listed: map[string]bool{}, records: audit.NewLimiter(connRecordRate, connRecordBurst)}
 	// The first agent connection of an ssh process that sent a hint
 	// continues the hint's id, so the hint, its issuance, the bind and
 	// every signature of one login share a connection id in the audit

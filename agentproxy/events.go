@@ -1,5 +1,7 @@
 package agentproxy
 
+import "github.com/netkingdom/ops-warden/audit"
+
 // Audit event names; docs/audit.md documents each with an example.
 const (
 	evHint          = "hint"
@@ -21,5 +23,5 @@ const (
 	evRequestRefused = "request.refused"
 	// evAuditLimited: a peer caused more records than its rate allows;
 	// written once per run of dropped records.
-	evAuditLimited = "audit.limited"
+	evAuditLimited = audit.EventLimited
 )

@@ -2,15 +2,14 @@ package agentproxy
 
 import (
 	"context"
-	"sync"
 	"time"
 )
 
 // Limits on the audit records a peer can cause: a forwarded channel or a
 // same-uid process must not be able to fill the disk or rotate the log's
 // history away with binds, refusals or hints. Records that a signature
-// waits for (cert.used) are never limited: they are the signature's
-// precondition, not its echo.
+// or issuance waits for (cert.used, cert.issued) are never limited: they
+// are its precondition, not its echo.
 const (
 	connRecordRate    = 20  // per second, per connection
 	connRecordBurst   = 200 // per connection
@@ -24,63 +23,26 @@ const (
 	globalHintBurst = 500
 )
 
-// rateLimiter is a token bucket. dropping is set at the first refusal and
-// cleared only once the bucket is half full again, so a steady flood is
-// one run, recorded once, not one run per refilled token.
-type rateLimiter struct {
-	mu       sync.Mutex
-	rate     float64
-	burst    float64
-	tokens   float64
-	last     time.Time
-	dropping bool
-}
-
-func newRateLimiter(rate, burst float64) rateLimiter {
-	return rateLimiter{rate: rate, burst: burst, tokens: burst}
-}
-
-// allow takes a token; first is true for the first refusal after a run
-// of allowed calls.
-func (l *rateLimiter) allow(now time.Time) (ok, first bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() {
-		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-	}
-	l.last = now
-	if l.dropping && l.tokens >= l.burst/2 {
-		l.dropping = false // recovered: a new run will be recorded again
-	}
-	if l.tokens >= 1 {
-		l.tokens--
-		return true, false
-	}
-	first = !l.dropping
-	l.dropping = true
-	return false, first
-}
-
 // mayRecord reports whether the connection may write one more record of
 // event now. When it may not, the first refusal of a run writes one
 // audit.limited record naming the connection and the event; the records
 // after it are dropped (and still logged at debug level).
 func (c *conn) mayRecord(event string) bool {
 	now := time.Now()
-	ok, first := c.records.allow(now)
-	scope := "connection"
+	lim, scope := c.records, "connection"
+	ok, first := lim.Allow(now)
 	if ok {
-		if ok, first = c.s.records.allow(now); !ok {
-			scope = "agent"
-		}
+		lim, scope = c.s.records, "agent"
+		ok, first = lim.Allow(now)
 	}
 	if ok {
 		return true
 	}
 	if first {
-		_ = c.s.record(context.Background(), evAuditLimited, map[string]any{
-			"conn": c.id, "limited_event": event, "scope": scope, "caller": c.caller(),
-		})
+		f := lim.LimitedFields(scope, event)
+		f.String("conn", c.id)
+		f.Object("caller", c.callerObject())
+		_ = c.s.recordFields(context.Background(), evAuditLimited, f)
 	}
 	c.s.log.Debug("audit record dropped by the rate limit", "conn", c.id, "event", event, "scope", scope)
 	return false

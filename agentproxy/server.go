@@ -147,9 +147,9 @@ type Server struct {
 	// from other peers; nil when it cannot be read (nothing then passes).
 	self *fileID
 	// records limits peer-caused audit records across connections.
-	records rateLimiter
+	records *audit.Limiter
 	// hintRate limits hints across connections.
-	hintRate rateLimiter
+	hintRate *audit.Limiter
 	// upstreamDown is set once an unreachable upstream was logged, until
 	// it answers again.
 	upstreamDown atomic.Bool
@@ -226,8 +226,8 @@ func New(cfg Config) (*Server, error) {
 		hints:    newHintStore(),
 		conns:    map[*conn]struct{}{},
 		perPid:   map[int]int{},
-		records:  newRateLimiter(globalRecordRate, globalRecordBurst),
-		hintRate: newRateLimiter(globalHintRate, globalHintBurst),
+		records:  audit.NewLimiter(globalRecordRate, globalRecordBurst),
+		hintRate: audit.NewLimiter(globalHintRate, globalHintBurst),
 		lockSalt: newLockSalt(),
 		// The issuance ends a little before the List deadline, so a waiter
 		// gets the issuer's own error (which names the address and what

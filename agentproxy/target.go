@@ -475,7 +475,7 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	if c.hints++; c.hints > hintsPerConn {
 		return nil, fmt.Errorf("more than %d hints on one connection", hintsPerConn)
 	}
-	if ok, _ := s.hintRate.allow(time.Now()); !ok {
+	if ok, _ := s.hintRate.Allow(time.Now()); !ok {
 		return jsonReply(HintReply{Error: "too many hints at once; the agent is refusing hints for a moment"})
 	}
 	// A process speaks only for its own ssh: the pid must be the caller

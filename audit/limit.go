@@ -12,10 +12,11 @@ import (
 // connection and one shared by all of them bound what a forwarded channel
 // or a local flood can write, and fsync, into the log.
 //
-// When Allow first refuses after a run of allowed records, it says so
-// (firstDrop), and the caller writes one EventLimited record instead of
-// the one refused; the next refusals write nothing until the bucket has
-// allowed a record again. Dropped counts every refusal, for that record
+// When Allow first refuses, it says so (firstDrop), and the caller writes
+// one EventLimited record instead of the one refused. The run of refusals
+// lasts until the bucket is half full again: a steady flood that gets a
+// token back now and then is one run, recorded once, not one record per
+// returning token. Dropped counts every refusal, for that record
 // and for status.
 //
 // A Limiter is safe for concurrent use.
@@ -26,7 +27,7 @@ type Limiter struct {
 	mu       sync.Mutex
 	tokens   float64
 	last     time.Time // when tokens was computed
-	limiting bool      // refused since the last allowed record
+	limiting bool      // refusing, and not yet back to half the burst
 	dropped  uint64
 }
 
@@ -53,9 +54,11 @@ func (l *Limiter) Allow(now time.Time) (ok, firstDrop bool) {
 	if l.last.IsZero() || now.After(l.last) {
 		l.last = now
 	}
+	if l.limiting && l.tokens >= l.burst/2 {
+		l.limiting = false // recovered: a new run is recorded again
+	}
 	if l.tokens >= 1 {
 		l.tokens--
-		l.limiting = false
 		return true, false
 	}
 	l.dropped++

@@ -34,9 +34,21 @@ func TestLimiter(t *testing.T) {
 	if ok, _ := l.Allow(t1); !ok {
 		t.Fatal("no token after 100 ms at 10/s")
 	}
-	if ok, first := l.Allow(t1); ok || !first {
-		t.Fatalf("after an allowed record the next refusal is a new run: ok %v first %v", ok, first)
+	if ok, first := l.Allow(t1); ok || first {
+		t.Fatalf("one token back does not end the run: ok %v first %v, want a silent refusal", ok, first)
 	}
+	// Half the burst back (3 of 5 at 10/s: 300 ms) ends it: the next
+	// refusal starts a new run.
+	t1b := t1.Add(300 * time.Millisecond)
+	for i := 0; i < 3; i++ {
+		if ok, _ := l.Allow(t1b); !ok {
+			t.Fatalf("token %d after 300 ms refused", i)
+		}
+	}
+	if ok, first := l.Allow(t1b); ok || !first {
+		t.Fatalf("after the bucket recovered the next refusal is a new run: ok %v first %v", ok, first)
+	}
+	t1 = t1b
 	// A long pause refills to the burst, not beyond.
 	t2 := t1.Add(time.Hour)
 	n := 0
@@ -73,10 +85,9 @@ func TestLimiterSteadyRate(t *testing.T) {
 	if want := 20 + 50*10; allowed < want-2 || allowed > want+1 {
 		t.Fatalf("%d allowed, want about %d", allowed, want)
 	}
-	// Each token that comes back ends a run of refusals: one firstDrop
-	// per allowed record after the burst, never more.
-	if firsts > allowed-20+1 {
-		t.Fatalf("%d firstDrop for %d allowed", firsts, allowed)
+	// A steady flood is one run: the bucket never gets back to half full.
+	if firsts != 1 {
+		t.Fatalf("%d firstDrop in a steady flood, want 1", firsts)
 	}
 	if got := l.Dropped(); got != uint64(10000-allowed) {
 		t.Fatalf("Dropped %d, want %d", got, 10000-allowed)

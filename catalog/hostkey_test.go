@@ -27,7 +27,9 @@ func newTestSigner(t *testing.T) ssh.Signer {
 	return s
 }
 
-func authorized(k ssh.PublicKey) string { return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) }
+func authorized(k ssh.PublicKey) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+}
 
 // hostCert signs host as a certificate with x/crypto, then round-trips it
 // through the wire form, as a session-bind carries it.

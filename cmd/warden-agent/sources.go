@@ -134,7 +134,7 @@ func (s *sources) authorizer() agentproxy.Authorizer {
 			callers[i] = policy.Caller{Pid: p.Pid, Exe: p.Exe, Name: p.Name}
 		}
 		d := s.polStore.Current().Decide(ctx, policy.Input{
-			Subject: req.Subject, Principal: req.Principal, Host: req.Host, Route: req.Route,
+			Subject: req.Subject, Principal: req.Principal, Host: req.Host, Hosts: req.Hosts, Route: req.Route,
 			Callers: callers, Forwarded: req.Forwarded, Bound: req.Bound,
 		}, deps)
 		reason := d.Reason

@@ -115,7 +115,7 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 			`catalog.yaml:2:5: route a has no principals`},
 		{"bad maturity", "lanes:\n  - need: x\n    owner: o\n    exec: e\n    maturity: done\n",
 			`catalog.yaml:5:5: lane x: maturity "done" is not one of concrete, draft, deprecated`},
-		{"syntax", "routes:\n  - name: a\n   hosts: [a]\n", `catalog.yaml:1: invalid YAML: did not find expected '-' indicator`},
+		{"syntax", "routes:\n  - name: a\n   hosts: [a]\n", `catalog.yaml:3:4: invalid YAML: did not find expected '-' indicator`},
 		{"empty", "", `catalog.yaml: file is empty`},
 		{"two documents", "routes: []\n---\nroutes: []\n", `catalog.yaml:2:1: a second YAML document`},
 	}

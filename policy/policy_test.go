@@ -153,7 +153,7 @@ func TestLoadErrorsArePositioned(t *testing.T) {
 		{"bad effect", "rules:\n  - name: ci\n    effect: alow\n", `policy.yaml:3:13: rule "ci"`},
 		{"no effect", "rules:\n  - name: ci\n    hosts: [a]\n", `policy.yaml:2:5: rule "ci": no effect`},
 		{"bad max_ttl", "rules:\n  - effect: allow\n    max_ttl: soon\n", `policy.yaml:3:14: field "max_ttl" in rule: invalid duration "soon"`},
-		{"forwarded not bool", "rules:\n  - effect: allow\n    forwarded: maybe\n", `policy.yaml:3:16: field "forwarded" in rule: cannot unmarshal`},
+		{"forwarded not bool", "rules:\n  - effect: allow\n    forwarded: maybe\n", `policy.yaml:3:16: field "forwarded" in rule: expected true or false, found "maybe"`},
 		{"gate without url", "rules: []\ngate:\n  enabled: true\n", `policy.yaml:3:3: gate: url "" must be an http:// or https:// URL`},
 		{"gate on_error", "rules: []\ngate:\n  enabled: false\n  on_error: maybe\n", `policy.yaml:4:13: gate: on_error "maybe" is not one of deny, allow`},
 		{"duplicate rule name", "rules:\n  - {name: a, effect: allow}\n  - {name: a, effect: deny}\n", `duplicate rule name "a"`},

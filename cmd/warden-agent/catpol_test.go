@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netkingdom/ops-warden/signer/openbaotest"
 )
 
 // TestE2EPolicyCreatedAfterStart: an agent started with no policy file
@@ -212,5 +214,41 @@ func TestCAKnownHostsRemoved(t *testing.T) {
 	}
 	if out := e.mustWarden("ca"); !strings.HasPrefix(out, "ssh-ed25519 ") {
 		t.Errorf("ca: %q", out)
+	}
+}
+
+// TestDriftExitCodes: drift exits 0 in step, 1 on drift, 2 when the check
+// cannot be completed: a token whose policies do not allow reading the
+// role (permission denied from the OpenBao-compatible server), or no
+// OpenBao configured.
+func TestDriftExitCodes(t *testing.T) {
+	srv := openbaotest.NewServer(t, openbaotest.Options{})
+	e := newTestEnv(t)
+	cfgPath := filepath.Join(e.dir, "agent.yaml")
+	writeFile(t, cfgPath, "signer:\n  kind: openbao\n  openbao:\n    address: "+srv.Target().Address+"\n"+
+		"routes:\n  - name: eng\n    hosts: [\"*\"]\n    mount: ssh\n    role: eng\n    principals: [deploy, alice, root]\n")
+	root := []string{"BAO_TOKEN=" + srv.RootToken()}
+	if r := e.run(root, wardenExe, "drift", "--config", cfgPath); r.code != 0 || !strings.Contains(r.stdout, "no drift") {
+		t.Errorf("in step: %s", r)
+	}
+	writeFile(t, cfgPath, "signer:\n  kind: openbao\n  openbao:\n    address: "+srv.Target().Address+"\n"+
+		"routes:\n  - name: eng\n    hosts: [\"*\"]\n    mount: ssh\n    role: eng\n    principals: [deploy, dba]\n")
+	if r := e.run(root, wardenExe, "drift", "--config", cfgPath); r.code != 1 || !strings.Contains(r.stdout, "DRIFT") {
+		t.Errorf("drift: %s", r)
+	}
+	weak := []string{"BAO_TOKEN=" + srv.CreateToken([]string{"default"}, time.Hour, false)}
+	r := e.run(weak, wardenExe, "drift", "--config", cfgPath)
+	t.Logf("permission denied:\n%s", r.stdout)
+	if r.code != 2 || !strings.Contains(r.stdout, "NOT CHECKED") || !strings.Contains(r.stdout, "permission denied") {
+		t.Errorf("permission denied: want exit 2 naming it, got %s", r)
+	}
+	r = e.run(weak, wardenExe, "drift", "--json", "--config", cfgPath)
+	var rep struct{ Drift, Errors bool }
+	if r.code != 2 || json.Unmarshal([]byte(r.stdout), &rep) != nil || !rep.Errors || rep.Drift {
+		t.Errorf("permission denied, --json: %s", r)
+	}
+	writeFile(t, cfgPath, "signer:\n  kind: local\n")
+	if r := e.warden("drift", "--config", cfgPath); r.code != 2 || !strings.Contains(r.stderr, "signer.kind: openbao") {
+		t.Errorf("no OpenBao: %s", r)
 	}
 }

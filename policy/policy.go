@@ -316,6 +316,28 @@ func chainString(chain []Caller) string {
 	return strings.Join(parts, " < ")
 }
 
+// UnknownHostNotes says, for each rule naming hosts, what it does with a
+// target that has no known name (no hint and a host key nothing names):
+// what `policy check` prints so the fail-closed rule is never a surprise.
+func (p *Policy) UnknownHostNotes() []string {
+	if p.IsAllowAll() {
+		return nil
+	}
+	var out []string
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if len(r.Hosts) == 0 {
+			continue
+		}
+		if r.Effect == EffectDeny {
+			out = append(out, fmt.Sprintf("%s names hosts: it also denies a target whose host name is unknown (fail closed)", r.label(i)))
+		} else {
+			out = append(out, fmt.Sprintf("%s names hosts: it never %ss a target whose host name is unknown", r.label(i), r.Effect))
+		}
+	}
+	return out
+}
+
 // Explanation is what `policy explain` reports: each rule up to the
 // deciding one, and the decision.
 type Explanation struct {

@@ -196,6 +196,9 @@ func TestPolicyCommandsJSON(t *testing.T) {
 		!strings.Contains(chk.Warnings[0].Message, "matches any executable named ssh") {
 		t.Errorf("check --json: %s", out)
 	}
+	if text := e.mustWarden("policy", "check", pol); !strings.Contains(text, "note: no-forwarded-prod names hosts: it also denies a target whose host name is unknown (fail closed)") {
+		t.Errorf("check does not say what a deny rule naming hosts does with an unknown host:\n%s", text)
+	}
 	writeFile(t, pol, "rules:\n  - effect: alow\n")
 	r := e.warden("policy", "check", "--json", pol)
 	if r.code != 1 || json.Unmarshal([]byte(r.stdout), &chk) != nil || chk.OK || len(chk.Errors) != 1 {

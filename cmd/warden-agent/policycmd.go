@@ -99,6 +99,9 @@ type policyCheckResult struct {
 	Gate     *policy.Gate  `json:"gate,omitempty"`
 	Errors   []positionMsg `json:"errors"`
 	Warnings []positionMsg `json:"warnings"`
+	// Notes say what rules naming hosts do with a target whose host
+	// name is unknown.
+	Notes []string `json:"notes,omitempty"`
 }
 
 type positionMsg struct {
@@ -138,7 +141,7 @@ func policyCheck(c *cli.Context) error {
 	if c.Bool("json") {
 		res := policyCheckResult{File: path, OK: err == nil, Errors: positioned(err), Warnings: positioned(warns.Err())}
 		if p != nil {
-			res.Rules, res.Gate = len(p.Rules), p.Gate
+			res.Rules, res.Gate, res.Notes = len(p.Rules), p.Gate, p.UnknownHostNotes()
 		}
 		if werr := printPolicyJSON(c.App.Writer, res); werr != nil {
 			return werr
@@ -157,6 +160,9 @@ func policyCheck(c *cli.Context) error {
 	gate := "no gate"
 	if p.Gate != nil {
 		gate = fmt.Sprintf("gate %s (enabled: %t)", p.Gate.URL, p.Gate.Enabled)
+	}
+	for _, n := range p.UnknownHostNotes() {
+		fmt.Fprintf(c.App.Writer, "note: %s\n", n)
 	}
 	fmt.Fprintf(c.App.Writer, "%s: ok (%d rules, %d warning(s), %s)\n", path, len(p.Rules), len(warns), gate)
 	return nil

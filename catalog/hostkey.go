@@ -149,7 +149,7 @@ func verifyHostCert(cert *ssh.Certificate, host string, allowed func(string) boo
 	if len(cert.ValidPrincipals) == 0 {
 		return nil, fmt.Errorf("host certificate signed by %s names no host (sign it with ssh-keygen -h -n HOST)", ca)
 	}
-	if after := int64(cert.ValidAfter); now.Unix() < after {
+	if after := int64(cert.ValidAfter); after < 0 || now.Unix() < after {
 		return nil, fmt.Errorf("host certificate for %s is not valid before %s", who, time.Unix(after, 0).UTC().Format(time.RFC3339))
 	}
 	if cert.ValidBefore != ssh.CertTimeInfinity {

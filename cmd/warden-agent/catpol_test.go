@@ -255,3 +255,56 @@ func TestDriftExitCodes(t *testing.T) {
 		t.Errorf("no OpenBao: %s", r)
 	}
 }
+
+// TestE2EForwardedHostsRuleFailsClosed: `ssh -A bastion ssh target`, the
+// target known only by its pinned host key (route fwd-target has no host
+// names, and ssh's hint names the bastion). The shipped example's rule
+// against forwarded prod (hosts + forwarded: true, deny) fires for it:
+// a target with no known name meets a deny rule naming hosts. An allow
+// rule naming hosts does not allow it (default deny).
+func TestE2EForwardedHostsRuleFailsClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name, policy, rule string
+	}{
+		{"deny rule fires", `rules:
+  - name: no-forwarded-prod
+    hosts: ["*.prod.example.com"]
+    forwarded: true
+    effect: deny
+    reason: certificates for prod are not issued through a forwarded agent
+  - name: allow-rest
+    effect: allow
+`, "no-forwarded-prod"},
+		{"allow rule does not", `rules:
+  - name: forwarded-lab
+    hosts: ["*.lab.example.com"]
+    forwarded: true
+    effect: allow
+  - name: local
+    forwarded: false
+    effect: allow
+`, "default"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newFwdLab(t, tc.policy)
+			r := l.hop()
+			if r.code == 0 || strings.Contains(r.stdout, "ok") {
+				t.Fatalf("the forwarded login to the unnamed target succeeded: %s", r)
+			}
+			recs := l.a.audit(t)
+			if l.bastion.certLogins(l.user) != 1 {
+				t.Errorf("the bastion login itself: %d certificate logins", l.bastion.certLogins(l.user))
+			}
+			if got := events(recs, "cert.issued", "route", "fwd-target"); len(got) != 0 {
+				t.Errorf("a certificate was issued for the unnamed target: %v", got)
+			}
+			if n := l.target.certLogins(l.user); n != 0 {
+				t.Errorf("the target accepted %d certificate logins", n)
+			}
+			failed := events(recs, "cert.issue_failed", "route", "fwd-target", "rule", tc.rule)
+			if len(failed) == 0 || fmt.Sprint(failed[0]["forwarded"]) != "true" {
+				t.Errorf("want cert.issue_failed on fwd-target by rule %s (forwarded), got %v", tc.rule, events(recs, "cert.issue_failed"))
+			}
+		})
+	}
+}

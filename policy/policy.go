@@ -203,6 +203,10 @@ func (p *Policy) Evaluate(in Input) Decision {
 		if d.Reason == "" {
 			d.Reason = fmt.Sprintf("%s by %s", r.Effect, d.Rule)
 		}
+		if len(r.Hosts) > 0 && in.HostUnknown() {
+			// Say why a rule about other hosts refused this one.
+			d.Reason += " (the target's host name is unknown, so a deny rule naming hosts applies)"
+		}
 		return d
 	}
 	return Decision{Effect: EffectDeny, Rule: DefaultRule, Reason: "no policy rule matched (default deny)"}
@@ -449,7 +453,7 @@ func (ex Explanation) String() string {
 	if d.MaxTTL > 0 {
 		fmt.Fprintf(&b, ", max_ttl %s", d.MaxTTL)
 	}
-	if d.Reason != "" && d.Reason != fmt.Sprintf("%s by %s", d.Effect, d.Rule) {
+	if d.Reason != "" && !strings.HasPrefix(d.Reason, fmt.Sprintf("%s by %s", d.Effect, d.Rule)) {
 		fmt.Fprintf(&b, ": %s", d.Reason)
 	}
 	b.WriteString("\n")

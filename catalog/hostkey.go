@@ -50,14 +50,18 @@ func (c *Catalog) MatchHostKey(key ssh.PublicKey, known *KnownHosts, host string
 		if err == nil {
 			return &HostKeyMatch{Route: r, Names: names, Via: via}, nil
 		}
-		if !errors.Is(err, errNoPin) {
+		switch {
+		case !errors.Is(err, errNoPin):
 			whys = append(whys, err.Error())
+		case host != "" && r.pins():
+			whys = append(whys, fmt.Sprintf("route %s for %s pins other host keys than %s", r.Name, host, ssh.FingerprintSHA256(key)))
 		}
 	}
 	if known != nil {
 		for i := range c.Routes {
 			r := &c.Routes[i]
-			if host != "" && !r.MatchesHost(host) {
+			// A route that pins keys is selected by its pins alone.
+			if r.pins() || host != "" && !r.MatchesHost(host) {
 				continue
 			}
 			names, via, err := known.match(key, r, host, now)
@@ -91,6 +95,9 @@ func (r *Route) CheckHostKey(key ssh.PublicKey, host string, now time.Time) erro
 	}
 	return err
 }
+
+// pins reports whether the route pins host keys or host CAs.
+func (r *Route) pins() bool { return len(r.HostKeys) > 0 || len(r.HostCA) > 0 }
 
 // errNoPin: nothing trusted names this key (as opposed to a certificate
 // from a trusted CA that failed verification).

@@ -235,7 +235,7 @@ func TestMatchHostKeyNames(t *testing.T) {
 		Route{Name: "prod", Hosts: []string{"*.prod.example.com", "db9.prod.example.com"}, Principals: []string{"deploy"}},
 	)
 	kh := ParseKnownHosts([]byte(
-		"db1.prod.example.com,10.0.0.1,* " + authorized(plain) + "\n" +
+		"db1.prod.example.com,10.0.0.1,bastion.example.com,* " + authorized(plain) + "\n" +
 			"|1|" + hashLine("db9.prod.example.com") + " " + authorized(hashed) + "\n"))
 	for _, tc := range []struct {
 		key       ssh.PublicKey
@@ -248,10 +248,12 @@ func TestMatchHostKeyNames(t *testing.T) {
 		{key: pin, route: "pinned", via: ViaPin, names: []string{"bastion.example.com"}},
 		{key: pin, hint: "x.edge.example.com", route: "pinned", via: ViaPin, names: []string{"x.edge.example.com"}},
 		{key: pin, hint: "db1.prod.example.com", wantError: true},
-		{key: plain, route: "prod", via: ViaKnownHosts, names: []string{"db1.prod.example.com", "10.0.0.1"}},
+		{key: plain, route: "prod", via: ViaKnownHosts, names: []string{"db1.prod.example.com", "10.0.0.1", "bastion.example.com"}},
 		{key: plain, hint: "db1.prod.example.com", route: "prod", via: ViaKnownHosts, names: []string{"db1.prod.example.com"}},
 		{key: hashed, route: "prod", via: ViaKnownHosts, names: []string{"db9.prod.example.com"}},
 		{key: newTestSigner(t).PublicKey(), wantError: true},
+		// known_hosts never selects a route that pins other keys.
+		{key: plain, hint: "bastion.example.com", wantError: true},
 	} {
 		m, err := cat.MatchHostKey(tc.key, kh, tc.hint, testNow)
 		if tc.wantError {

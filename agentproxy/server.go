@@ -52,8 +52,9 @@ type FieldsRecorder interface {
 type AuthRequest struct {
 	Subject   string // the local user
 	Principal string
-	User      string // the remote user, when known
-	Host      string // the target host, when known
+	User      string   // the remote user, when known
+	Host      string   // the target host, when known
+	Hosts     []string // names resolved for the bound host key
 	Route     string
 	Callers   []Process // nearest first
 	Forwarded bool

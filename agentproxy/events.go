@@ -21,6 +21,10 @@ const (
 const (
 	// evRequestRefused: a request the connection may not make (trust.go).
 	evRequestRefused = "request.refused"
+	// evTargetRefused: a route's check refused the target (a principal
+	// it does not allow, a host key it does not pin, a host certificate
+	// that does not verify).
+	evTargetRefused = "target.refused"
 	// evAuditLimited: a peer caused more records than its rate allows;
 	// written once per run of dropped records.
 	evAuditLimited = audit.EventLimited

@@ -25,6 +25,9 @@ type target struct {
 	principal string
 	user      string // remote user, when hinted
 	host      string // hinted host name
+	// hosts are the names the policy sees: the hinted host, or those the
+	// pins, known_hosts or a verified host certificate give for the key.
+	hosts []string
 	hostKey   ssh.PublicKey
 	source    string        // "hint", "host-key" or "sign-command"
 	maxTTL    time.Duration // a caller's cap on the lifetime (sign --ttl)
@@ -53,6 +56,9 @@ func (t *target) fields() map[string]any {
 	if t.hostKey != nil {
 		f["host_key"] = signer.KeyFingerprint(t.hostKey)
 	}
+	if t.host == "" && len(t.hosts) > 0 {
+		f["hosts"] = t.hosts
+	}
 	return f
 }
 
@@ -75,7 +81,7 @@ func (s *Server) authorize(ctx context.Context, t *target) AuthDecision {
 		return AuthDecision{Allow: true, Rule: "no policy file (catalog only)"}
 	}
 	return s.cfg.Authorize(ctx, AuthRequest{
-		Subject: s.cfg.LocalUser, Principal: t.principal, User: t.user, Host: t.host,
+		Subject: s.cfg.LocalUser, Principal: t.principal, User: t.user, Host: t.host, Hosts: t.hosts,
 		Route: t.route.Name, Callers: t.callers, Forwarded: t.forwarded, Bound: t.bound,
 	})
 }
@@ -175,9 +181,13 @@ func (s *Server) issue(ctx context.Context, t *target, ttl time.Duration, eph *s
 
 // resolve finds this connection's target: the hint for the ssh process
 // at the other end, checked against the bound host key; or, without a
-// hint, the route of the bound host key. all is true when the connection
-// has neither hint nor bind: it then sees the certificates already issued.
-func (c *conn) resolve() (t *target, all bool, why string) {
+// hint, the route that pins or knows the bound host key (a host
+// certificate only when verified in full), with the names that proof
+// gives for the policy. all is true when the connection has neither hint
+// nor bind: it then sees the certificates already issued. refused is set
+// when a route's check said no (a principal, a pin, a forged or expired
+// host certificate), as opposed to a server that is not warden's.
+func (c *conn) resolve() (t *target, all bool, why string, refused bool) {
 	s := c.s
 	cat := s.cfg.Catalog()
 	var last *sessionBind
@@ -188,7 +198,7 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 	t = &target{bound: last != nil, forwarded: forwarded, callers: c.peer.Chain, connID: c.id, caller: c.caller()}
 	if last != nil {
 		if last.Forwarding {
-			return nil, false, "connection is bound for agent forwarding only"
+			return nil, false, "connection is bound for agent forwarding only", false
 		}
 		t.hostKey = last.HostKey
 	}
@@ -198,42 +208,73 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 		if start, err := startTime(s.cfg.ProcRoot, c.peer.Pid); err == nil {
 			if h := s.hints.get(c.peer.Pid, start, s.cfg.Now()); h != nil {
 				if h.refused != "" {
-					return nil, false, "refused at hint time: " + h.refused
+					return nil, false, "refused at hint time: " + h.refused, false // recorded then
 				}
 				r := cat.RouteForHost(h.Host)
 				if r == nil {
-					return nil, false, "no route for host " + h.Host
+					return nil, false, "no route for host " + h.Host, false
 				}
 				p, err := r.PrincipalFor(h.User)
 				if err != nil {
-					return nil, false, err.Error()
+					return nil, false, err.Error(), true
 				}
-				if last != nil && (len(r.HostKeys) > 0 || len(r.HostCA) > 0) && !r.PinsHostKey(last.HostKey) {
-					return nil, false, fmt.Sprintf("host key %s of %s is not pinned by route %s", signer.KeyFingerprint(last.HostKey), h.Host, r.Name)
+				t.user, t.host, t.route = h.User, h.Host, r
+				if last != nil && (len(r.HostKeys) > 0 || len(r.HostCA) > 0) {
+					if err := r.CheckHostKey(last.HostKey, h.Host, s.cfg.Now()); err != nil {
+						return t, false, fmt.Sprintf("host key %s of %s: %v", signer.KeyFingerprint(last.HostKey), h.Host, err), true
+					}
 				}
-				t.route, t.principal, t.user, t.host, t.source = r, p, h.User, h.Host, "hint"
+				t.principal, t.source = p, "hint"
+				t.hosts = []string{h.Host}
 				t.decided = h.decided
-				return t, false, ""
+				return t, false, "", false
 			}
 		}
 	}
 	if last == nil {
-		return nil, true, ""
+		return nil, true, "", false
 	}
 	var kh *catalog.KnownHosts
 	if s.cfg.KnownHosts != nil {
 		kh = s.cfg.KnownHosts()
 	}
-	r := cat.RouteForHostKey(last.HostKey, kh)
-	if r == nil {
-		return nil, false, "no route for host key " + signer.KeyFingerprint(last.HostKey)
+	m, err := cat.MatchHostKey(last.HostKey, kh, "", s.cfg.Now())
+	if err != nil {
+		return nil, false, err.Error(), !errors.Is(err, catalog.ErrNoHostKeyRoute)
 	}
-	p, ok := r.SolePrincipal()
+	t.route, t.hosts = m.Route, m.Names
+	p, ok := m.Route.SolePrincipal()
 	if !ok {
-		return nil, false, fmt.Sprintf("route %s allows several users and ssh sent no hint; add the block from `warden-agent ssh-config` to ~/.ssh/config", r.Name)
+		return t, false, fmt.Sprintf("route %s allows several users and ssh sent no hint; add the block from `warden-agent ssh-config` to ~/.ssh/config", m.Route.Name), true
 	}
-	t.route, t.principal, t.source = r, p, "host-key"
-	return t, false, ""
+	t.principal, t.source = p, "host-key"
+	return t, false, "", false
+}
+
+// refusedTarget records a target a route's check refused, and logs it at
+// info: a pinned host key that does not match is a reason to look, and
+// the user only sees "Permission denied".
+func (c *conn) refusedTarget(t *target, why string) {
+	c.s.log.Info("no certificate: target refused", "conn", c.id, "why", why)
+	if !c.mayRecord(evTargetRefused) {
+		return
+	}
+	f := map[string]any{"conn": c.id, "reason": why, "caller": c.caller(), "forwarded": c.forwarded()}
+	if t != nil {
+		if t.route != nil {
+			f["route"] = t.route.Name
+		}
+		if t.user != "" {
+			f["user"] = t.user
+		}
+		if t.host != "" {
+			f["host"] = t.host
+		}
+	}
+	if last, _, fp := c.lastBind(); last != nil {
+		f["host_key"] = fp
+	}
+	_ = c.s.record(context.Background(), evTargetRefused, f)
 }
 
 // wardenEntries returns the certificates to list on this connection. A
@@ -245,11 +286,15 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 		c.s.log.Debug("no certificate for a tainted connection", "conn", c.id, "why", c.taint)
 		return nil
 	}
-	t, all, why := c.resolve()
+	t, all, why, refused := c.resolve()
 	if all {
 		return c.bindFreeOnly(c.s.cache.Valid())
 	}
-	if t == nil {
+	if refused {
+		c.refusedTarget(t, why)
+		return nil
+	}
+	if why != "" {
 		c.s.log.Debug("no certificate for this connection", "conn", c.id, "why", why)
 		return nil
 	}
@@ -519,6 +564,11 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	if err != nil {
 		h.refused = err.Error()
 		s.hints.put(h)
+		c.s.log.Info("no certificate: target refused", "conn", h.id, "why", h.refused)
+		if c.mayRecord(evTargetRefused) {
+			_ = s.record(ctx, evTargetRefused, map[string]any{"conn": h.id, "route": r.Name, "user": req.User, "host": req.Host,
+				"reason": h.refused, "source": "hint", "caller": c.caller()})
+		}
 		return jsonReply(HintReply{Route: r.Name, Error: err.Error()})
 	}
 	s.hints.put(h)

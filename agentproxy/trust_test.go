@@ -627,3 +627,30 @@ func TestConnectionsPerPidCapped(t *testing.T) {
 		t.Fatal("a fifth connection from one process was served")
 	}
 }
+
+// TestTargetRefusedRecorded: a hinted host whose route pins another host
+// key gets no certificate, and the refusal is in the audit log with the
+// reason (issue 16: a pinned host-key mismatch left no trace).
+func TestTargetRefusedRecorded(t *testing.T) {
+	pinned := newHostKey(t)
+	env := startServer(t, func(_ *Config, cat *catalog.Catalog) {
+		cat.Routes = append([]catalog.Route{{Name: "db", Hosts: []string{"db.pinned.test"}, Principals: []string{"bob"},
+			HostKeys: []string{string(ssh.MarshalAuthorizedKey(pinned.PublicKey()))}}}, cat.Routes...)
+	})
+	var reply HintReply
+	if err := CallExtension(env.socket, ExtHint, HintRequest{SSHPid: os.Getpid(), User: "bob", Host: "db.pinned.test", Port: 22}, &reply, 5*time.Second); err != nil || !reply.OK {
+		t.Fatalf("hint: %v %+v", err, reply)
+	}
+	_, a := dial(t, env.socket)
+	if err := bind(a, newHostKey(t), randomSID(t), false); err != nil { // a man in the middle's key
+		t.Fatal(err)
+	}
+	keys, _ := a.List()
+	if len(wardenKeys(keys)) != 0 {
+		t.Fatal("a certificate was listed for a host key the route does not pin")
+	}
+	rec := env.rec.last(evTargetRefused)
+	if rec == nil || rec["route"] != "db" || rec["host"] != "db.pinned.test" || !strings.Contains(rec["reason"].(string), "pins") {
+		t.Fatalf("target.refused %v, want route db, host db.pinned.test and the pin reason", rec)
+	}
+}

@@ -78,10 +78,20 @@ func (c *Catalog) MatchHostKey(key ssh.PublicKey, known *KnownHosts, host string
 	}
 	fp := ssh.FingerprintSHA256(key)
 	if host != "" {
-		return nil, fmt.Errorf("no route pins host key %s of %s and known_hosts does not know it for %s", fp, host, host)
+		return nil, noRouteError(fmt.Sprintf("no route pins host key %s of %s and known_hosts does not know it for %s", fp, host, host))
 	}
-	return nil, fmt.Errorf("no route pins host key %s and known_hosts does not know it under a name any route matches", fp)
+	return nil, noRouteError(fmt.Sprintf("no route pins host key %s and known_hosts does not know it under a name any route matches", fp))
 }
+
+// ErrNoHostKeyRoute is what MatchHostKey's error wraps when nothing pins
+// or knows the key at all: a server that is not warden's, as opposed to a
+// key or certificate that failed a check (a refusal worth recording).
+var ErrNoHostKeyRoute = errors.New("no route for this host key")
+
+type noRouteError string
+
+func (e noRouteError) Error() string { return string(e) }
+func (e noRouteError) Unwrap() error { return ErrNoHostKeyRoute }
 
 // CheckHostKey returns nil when the route pins key (host_keys) or key is a
 // host certificate for host signed by one of the route's host_ca keys and

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -152,12 +153,29 @@ func (s *sources) authorizer() agentproxy.Authorizer {
 			Subject: req.Subject, Principal: req.Principal, Host: req.Host, Hosts: req.Hosts, Route: req.Route,
 			Callers: callers, Forwarded: req.Forwarded, Bound: req.Bound,
 		}, deps)
-		reason := d.Reason
-		if d.GateReason != "" && reason == "" {
-			reason = d.GateReason
-		}
-		return agentproxy.AuthDecision{Allow: d.Effect == policy.EffectAllow, Rule: d.Rule, Reason: reason, MaxTTL: time.Duration(d.MaxTTL)}
+		return authDecision(d)
 	}
+}
+
+// authDecision is the agent's view of a policy decision, with what the
+// audit log records of it: the rule, a confirmation, the gate's answer,
+// and whether the gate failed open.
+func authDecision(d policy.Decision) agentproxy.AuthDecision {
+	out := agentproxy.AuthDecision{Allow: d.Effect == policy.EffectAllow, Rule: d.Rule, Reason: d.Reason,
+		MaxTTL: time.Duration(d.MaxTTL), Confirmed: d.Confirmed, GateReason: d.GateReason}
+	if out.Reason == "" {
+		out.Reason = d.GateReason
+	}
+	if d.GateAllow != nil {
+		out.Gate = "deny"
+		if *d.GateAllow {
+			out.Gate = "allow"
+		}
+		// Decide writes "gate unavailable (on_error: …)" when the gate
+		// could not be asked; an allow then is a fail-open.
+		out.FailOpen = *d.GateAllow && strings.HasPrefix(d.GateReason, policy.GateUnavailable)
+	}
+	return out
 }
 
 // hashes are the catalog and policy versions in force, for agent.start.

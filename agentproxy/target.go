@@ -27,10 +27,10 @@ type target struct {
 	host      string // hinted host name
 	// hosts are the names the policy sees: the hinted host, or those the
 	// pins, known_hosts or a verified host certificate give for the key.
-	hosts []string
-	hostKey   ssh.PublicKey
-	source    string        // "hint", "host-key" or "sign-command"
-	maxTTL    time.Duration // a caller's cap on the lifetime (sign --ttl)
+	hosts   []string
+	hostKey ssh.PublicKey
+	source  string        // "hint", "host-key" or "sign-command"
+	maxTTL  time.Duration // a caller's cap on the lifetime (sign --ttl)
 	// decided is the policy decision already made for this target (the
 	// hint's, so one login asks a confirm rule once); obtain sets it.
 	decided   *AuthDecision

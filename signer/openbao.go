@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,6 +51,9 @@ type OpenBaoDeps struct {
 	Getenv func(string) string
 	// HomeDir locates ~/.vault-token.
 	HomeDir string
+	// StateDir holds the trust-on-first-use record of CA keys (CAPinFile);
+	// empty keeps it in memory for the life of the process.
+	StateDir string
 	// HTTPClient, when set, replaces the TLS transport built from the
 	// config (tests use the test server's client). Its responses are still
 	// bounded and it is never asked to retry.
@@ -98,6 +102,8 @@ type OpenBao struct {
 	now     func() time.Time
 	clients []*api.Client // one per address, same order as cfg.addresses
 	tokens  *tokenManager
+	pins    *caPins
+	serials serialSet
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -137,8 +143,12 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 		log:  deps.Logger.With("issuer", "openbao"),
 		now:  deps.Now,
 		ca:   map[string]ssh.PublicKey{},
+		pins: &caPins{pinned: r.pinned, pinnedFrom: r.pinnedFrom},
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
+	}
+	if deps.StateDir != "" && r.pinned == nil {
+		o.pins.path = filepath.Join(deps.StateDir, CAPinFile)
 	}
 	for _, addr := range r.addresses {
 		c, err := api.NewClient(&api.Config{
@@ -270,6 +280,9 @@ func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if req.Extensions != nil {
 		body["extensions"] = req.Extensions
 	}
+	if len(req.CriticalOptions) > 0 {
+		body["critical_options"] = req.CriticalOptions
+	}
 	if req.KeyID != "" {
 		body["key_id"] = req.KeyID
 	}
@@ -322,7 +335,11 @@ func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
 			return nil, err
 		}
 	}
-	if err := Validate(sr.cert, req, ca, o.now()); err != nil {
+	err = validate(sr.cert, req, ca, o.now(), o.cfg.maxBackdate)
+	if err == nil && !o.serials.add(sr.cert.Serial) {
+		err = fmt.Errorf("%w: serial %x was already issued to this agent: a replayed or duplicated certificate", ErrInvalidCertificate, sr.cert.Serial)
+	}
+	if err != nil {
 		err = fmt.Errorf("openbao: certificate from %s (serial %x, request %s): %w", resp.addr, sr.serial, sr.requestID, err)
 		log.Warn("openbao: certificate refused", "serial", sr.serial, "request_id", sr.requestID, "err", err)
 		return nil, err
@@ -384,6 +401,10 @@ func (o *OpenBao) caKey(ctx context.Context, mount string, refresh bool, hdr htt
 	if err != nil {
 		return nil, fmt.Errorf("openbao: CA key from %s/%s/public_key: %w", resp.addr, mount, err)
 	}
+	if err := o.pins.check(o.cfg.addresses, resp.addr, o.mountLabel(mount), k, o.log.Warn); err != nil {
+		o.log.Error("openbao: CA key refused", "mount", mount, "address", resp.addr, "err", err)
+		return nil, err
+	}
 	o.mu.Lock()
 	old := o.ca[mount]
 	o.ca[mount] = k
@@ -392,6 +413,14 @@ func (o *OpenBao) caKey(ctx context.Context, mount string, refresh bool, hdr htt
 		o.log.Warn("openbao: CA key changed", "mount", mount, "old", ssh.FingerprintSHA256(old), "new", ssh.FingerprintSHA256(k))
 	}
 	return k, nil
+}
+
+// mountLabel names a mount in the pin record: namespaces may reuse names.
+func (o *OpenBao) mountLabel(mount string) string {
+	if o.cfg.namespace != "" {
+		return strings.Trim(o.cfg.namespace, "/") + "/" + mount
+	}
+	return mount
 }
 
 // rawResponse is a bounded, fully read answer.

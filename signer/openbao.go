@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -100,7 +101,7 @@ type OpenBao struct {
 	cfg     *resolved
 	log     *slog.Logger
 	now     func() time.Time
-	clients []*api.Client // one per address, same order as cfg.addresses
+	nodes   []*node // one per address, in cfg.addresses order
 	tokens  *tokenManager
 	pins    *caPins
 	serials serialSet
@@ -109,10 +110,14 @@ type OpenBao struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	// mu guards the fields below. It is never held across a network call.
-	mu  sync.Mutex
-	cur int                      // index of the address in use
-	ca  map[string]ssh.PublicKey // CA key per mount
+	sampling atomic.Bool // a background health sample is running
+
+	// mu guards the fields below and every node's state. It is never held
+	// across a network call.
+	mu     sync.Mutex
+	cur    int                      // index of the node that last answered
+	ca     map[string]ssh.PublicKey // CA key per mount
+	issues issueRecord
 }
 
 var _ Issuer = (*OpenBao)(nil)
@@ -157,6 +162,8 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 			Timeout:            r.timeout,
 			MaxRetries:         0, // signing is not idempotent; see the type's doc
 			DisableEnvironment: true,
+			// Redirects are judged by do: followed only to a listed node.
+			DisableRedirects: true,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("openbao: client for %s: %w", addr, err)
@@ -165,7 +172,7 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 		if r.namespace != "" {
 			c.SetNamespace(r.namespace)
 		}
-		o.clients = append(o.clients, c)
+		o.nodes = append(o.nodes, &node{addr: addr, client: c})
 	}
 	o.tokens = newTokenManager(o)
 	go o.renewLoop()
@@ -205,6 +212,8 @@ func (o *OpenBao) renewLoop() {
 	defer close(o.done)
 	t := time.NewTicker(renewCheckEvery)
 	defer t.Stop()
+	h := time.NewTicker(healthEvery)
+	defer h.Stop()
 	for {
 		select {
 		case <-o.stop:
@@ -213,6 +222,10 @@ func (o *OpenBao) renewLoop() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*o.cfg.timeout)
 			o.tokens.refreshIfDue(ctx)
 			cancel()
+		case <-h.C:
+			if len(o.nodes) > 1 {
+				o.sampleHealth(context.Background())
+			}
 		}
 	}
 }
@@ -220,11 +233,11 @@ func (o *OpenBao) renewLoop() {
 // Kind is "openbao".
 func (o *OpenBao) Kind() string { return "openbao" }
 
-// Address is the address in use (it changes after a failover).
+// Address is the node that last answered (it changes after a failover).
 func (o *OpenBao) Address() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.cfg.addresses[o.cur]
+	return o.nodes[o.cur].addr
 }
 
 // TokenInfo describes the token in use; zero before the first request.
@@ -235,28 +248,23 @@ func (o *OpenBao) CAPublicKey(ctx context.Context) (ssh.PublicKey, error) {
 	return o.caKey(ctx, o.cfg.mount, false, nil)
 }
 
-// Health asks sys/health (no token) for the state of the address in use.
+// Health asks every node's sys/health (no token) now and returns the best
+// state found: active, then standby; with no usable node, the error names
+// each node's state.
 func (o *OpenBao) Health(ctx context.Context) (HealthState, error) {
-	resp, err := o.do(ctx, http.MethodGet, "sys/health", nil, "", nil)
-	if err != nil {
-		return HealthUnreachable, err
-	}
-	switch resp.status {
-	case http.StatusOK:
-		return HealthActive, nil
-	case http.StatusTooManyRequests, 472, 473: // standby, DR secondary, performance standby
-		return HealthStandby, nil
-	case http.StatusServiceUnavailable:
-		return HealthSealed, nil
-	case http.StatusNotImplemented:
-		return HealthUninitialized, nil
-	}
-	return HealthUnreachable, &UnavailableError{Address: resp.addr, Reason: ReasonServerError, Status: resp.status, Message: errorMessage(resp.body)}
+	o.sampleHealth(ctx)
+	return o.bestHealth()
 }
 
 // Issue signs req.PublicKey at <mount>/sign/<role> and validates the
 // certificate before returning it.
 func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
+	iss, err := o.issue(ctx, req)
+	o.noteIssue(err)
+	return iss, err
+}
+
+func (o *OpenBao) issue(ctx context.Context, req Request) (*Issued, error) {
 	mount := strings.Trim(req.Mount, "/")
 	if mount == "" {
 		mount = o.cfg.mount
@@ -425,93 +433,10 @@ func (o *OpenBao) mountLabel(mount string) string {
 
 // rawResponse is a bounded, fully read answer.
 type rawResponse struct {
-	status int
-	body   []byte
-	addr   string
-}
-
-// do sends one request with a deadline of the configured timeout. It moves
-// to the next address only when the connection could not be made (a dial
-// error): then nothing was sent, so even a sign request is safe to send
-// elsewhere. Any answer, whatever its status, is returned as is.
-func (o *OpenBao) do(ctx context.Context, method, path string, body any, token string, hdr http.Header) (*rawResponse, error) {
-	o.mu.Lock()
-	start := o.cur
-	o.mu.Unlock()
-	n := len(o.clients)
-	var lastErr error
-	for i := range n {
-		idx := (start + i) % n
-		addr := o.cfg.addresses[idx]
-		resp, err := o.doOnce(ctx, o.clients[idx], addr, method, path, body, token, hdr)
-		if err == nil {
-			if idx != start {
-				o.mu.Lock()
-				o.cur = idx
-				o.mu.Unlock()
-				o.log.Warn("openbao: failed over", "from", o.cfg.addresses[start], "to", addr, "err", lastErr)
-			}
-			return resp, nil
-		}
-		lastErr = err
-		if !isDialError(err) || ctx.Err() != nil {
-			break
-		}
-		if i < n-1 {
-			o.log.Warn("openbao: cannot connect; trying the next address", "address", addr, "err", err)
-		}
-	}
-	return nil, lastErr
-}
-
-func (o *OpenBao) doOnce(ctx context.Context, c *api.Client, addr, method, path string, body any, token string, hdr http.Header) (*rawResponse, error) {
-	timeout, setting := o.cfg.timeout, "signer.openbao.timeout"
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		// The caller's deadline is shorter: for a login that is the
-		// agent's list_deadline, and that is what a timeout should name.
-		timeout, setting = max(time.Until(dl), 0), "list_deadline"
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.cfg.timeout)
-	defer cancel()
-	r := c.NewRequest(method, "/v1/"+path)
-	r.ClientToken = token
-	for k, v := range hdr {
-		r.Headers[k] = v
-	}
-	if body != nil {
-		if err := r.SetJSONBody(body); err != nil {
-			return nil, fmt.Errorf("openbao: encoding request: %w", err)
-		}
-	}
-	resp, err := c.RawRequestWithContext(ctx, r)
-	if resp == nil {
-		if err == nil {
-			err = errors.New("no response")
-		}
-		return nil, classify(err, addr, timeout, setting)
-	}
-	defer resp.Body.Close()
-	// On an error status api/v2 has already buffered the (bounded) body
-	// into resp.Body; either way we read what there is.
-	data, rerr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
-	if rerr == nil && len(data) > maxResponseBody {
-		rerr = errBodyTooLarge
-	}
-	if rerr != nil {
-		return nil, classify(rerr, addr, timeout, setting)
-	}
-	return &rawResponse{status: resp.StatusCode, body: data, addr: addr}, nil
-}
-
-// isDialError reports a connection that was never made, so no request
-// was sent.
-func isDialError(err error) bool {
-	var ue *UnavailableError
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	status   int
+	body     []byte
+	addr     string
+	location string // Location header of a redirect
 }
 
 // classify turns a transport error into an UnavailableError that says what

@@ -32,8 +32,10 @@ const (
 type OpenBaoConfig struct {
 	// Address is the server's URL; BAO_ADDR or VAULT_ADDR when empty.
 	Address string `yaml:"address"`
-	// Addresses lists the nodes of an HA cluster, tried in order; the next
-	// one is used only when a connection to the current one cannot be made.
+	// Addresses lists the nodes of an HA cluster. Every node's sys/health
+	// is sampled; requests go to the active node, else a standby, and move
+	// on only when an answer proves nothing was processed (docs/openbao.md).
+	// BAO_ADDRS, or a comma-separated BAO_ADDR/VAULT_ADDR, when empty.
 	Addresses []string `yaml:"addresses"`
 	// Namespace is sent as X-Vault-Namespace; BAO_NAMESPACE when empty.
 	Namespace string `yaml:"namespace"`
@@ -159,12 +161,16 @@ func resolveConfig(cfg OpenBaoConfig, getenv func(string) string, home string) (
 		}
 	}
 	if len(r.addresses) == 0 {
-		if a := firstEnv(getenv, "BAO_ADDR", "VAULT_ADDR"); a != "" {
-			r.addresses = []string{a}
+		// BAO_ADDRS, or BAO_ADDR/VAULT_ADDR, may list an HA cluster's
+		// nodes separated by commas.
+		for _, a := range strings.Split(firstEnv(getenv, "BAO_ADDRS", "BAO_ADDR", "VAULT_ADDR"), ",") {
+			if a = strings.TrimSpace(a); a != "" && !slices.Contains(r.addresses, a) {
+				r.addresses = append(r.addresses, a)
+			}
 		}
 	}
 	if len(r.addresses) == 0 {
-		return nil, errors.New("openbao: no server address: set signer.openbao.address in agent.yaml or BAO_ADDR")
+		return nil, errors.New("openbao: no server address: set signer.openbao.address (or addresses) in agent.yaml, or BAO_ADDR")
 	}
 	for i, a := range r.addresses {
 		u, err := url.Parse(a)

@@ -223,9 +223,7 @@ func (o *OpenBao) renewLoop() {
 			o.tokens.refreshIfDue(ctx)
 			cancel()
 		case <-h.C:
-			if len(o.nodes) > 1 {
-				o.sampleHealth(context.Background())
-			}
+			o.sampleHealth(context.Background())
 		}
 	}
 }

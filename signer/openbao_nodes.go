@@ -199,7 +199,12 @@ func (o *OpenBao) sampleHealth(ctx context.Context) {
 
 // kickHealth samples in the background after a failure, once at a time.
 func (o *OpenBao) kickHealth() {
-	if len(o.nodes) < 2 || !o.sampling.CompareAndSwap(false, true) {
+	select {
+	case <-o.stop:
+		return // closed
+	default:
+	}
+	if !o.sampling.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
@@ -254,9 +259,15 @@ func (o *OpenBao) markFailed(n *node, st HealthState, err error) {
 	o.kickHealth()
 }
 
-func (o *OpenBao) markUsed(n *node) {
+// markUsed records the node that answered; a success proves a node that
+// looked down is back (the next sample tells active from standby).
+func (o *OpenBao) markUsed(n *node, status int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if status/100 == 2 && n.state != HealthActive && n.state != HealthStandby {
+		n.state, n.stateErr, n.checkedAt = HealthActive, "", o.now()
+		o.kickHealth()
+	}
 	i := slices.Index(o.nodes, n)
 	if i != o.cur {
 		o.log.Warn("openbao: now using another node", "from", o.nodes[o.cur].addr, "to", n.addr)
@@ -362,7 +373,7 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 			v, st, ferr := o.judge(n, resp, sent, err, via[n])
 			switch v {
 			case answered:
-				o.markUsed(n)
+				o.markUsed(n, resp.status)
 				return resp, nil
 			case maybeDone:
 				o.markFailed(n, st, ferr)

@@ -30,12 +30,12 @@ import (
 type lie int
 
 const (
-	lieNone       lie = iota
-	lieOtherCA        // serve and sign with another CA on both endpoints
-	lieExtraExt       // add permit-agent-forwarding
-	lieStripCrit      // drop force-command and source-address
-	lieRepeatSer      // reuse the first serial it saw
-	lieBackdate       // valid from an hour ago
+	lieNone      lie = iota
+	lieOtherCA       // serve and sign with another CA on both endpoints
+	lieExtraExt      // add permit-agent-forwarding
+	lieStripCrit     // drop force-command and source-address
+	lieRepeatSer     // reuse the first serial it saw
+	lieBackdate      // valid from an hour ago
 )
 
 // liar is a reverse proxy in front of the test server that rewrites its

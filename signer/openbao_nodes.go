@@ -186,6 +186,9 @@ func (o *OpenBao) sampleHealth(ctx context.Context) {
 	for _, n := range o.nodes {
 		wg.Go(func() {
 			st, err := o.nodeHealth(ctx, n)
+			if ctx.Err() != nil {
+				return // our caller gave up, not the node
+			}
 			o.mu.Lock()
 			n.state, n.stateErr, n.checkedAt = st, "", o.now()
 			if err != nil {
@@ -371,6 +374,9 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 			tried[n] = true
 			resp, sent, err := o.doOnce(ctx, n, method, path, body, token, hdr)
 			v, st, ferr := o.judge(n, resp, sent, err, via[n])
+			if err != nil && ctx.Err() != nil {
+				st = "" // the caller's deadline passed: it says nothing about the node
+			}
 			switch v {
 			case answered:
 				o.markUsed(n, resp.status)

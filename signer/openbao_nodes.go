@@ -365,13 +365,13 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 		var errs []error
 		leaderless := false
 		via := map[*node]*node{} // redirect target → node that redirected
-		tried := map[*node]bool{}
+		tried := map[*node]error{} // each node at most once a pass; its error
 		for i := 0; i < len(order); i++ {
 			n := order[i]
-			if tried[n] {
+			if _, done := tried[n]; done {
 				continue
 			}
-			tried[n] = true
+			tried[n] = nil
 			resp, sent, err := o.doOnce(ctx, n, method, path, body, token, hdr)
 			v, st, ferr := o.judge(n, resp, sent, err, via[n])
 			if err != nil && ctx.Err() != nil {
@@ -387,18 +387,28 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 					return nil, ferr
 				}
 			case redirected:
-				// Follow it next; a failure there names both nodes.
 				t := o.nodeFor(resp.location)
-				via[t] = n
-				tried[t] = false
-				order = slices.Insert(order, i+1, t)
-				continue
+				terr, done := tried[t]
+				if !done {
+					// Follow it next; a failure there names both nodes.
+					via[t] = n
+					order = slices.Insert(order, i+1, t)
+					continue
+				}
+				// Already asked in this pass: say what it said, once.
+				if terr == nil {
+					terr = errors.New("it redirects too")
+				}
+				ferr = &redirectError{from: n.addr, to: t.addr, err: terr}
+				leaderless = true
+				o.markFailed(n, "", ferr)
 			case nextNode:
 				o.markFailed(n, st, ferr)
 				if st == HealthNoLeader || via[n] != nil {
 					leaderless = true
 				}
 			}
+			tried[n] = ferr
 			errs = append(errs, ferr)
 			if ctx.Err() != nil {
 				break

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -332,5 +334,47 @@ func TestOpenBaoAddressesFromEnvironment(t *testing.T) {
 		if strings.Join(got, " ") != "https://a:8200 https://b:8200" {
 			t.Errorf("%v: nodes %v", e, got)
 		}
+	}
+}
+
+// TestOpenBaoHARedirectLoop: two nodes that redirect to each other are
+// each asked once a pass, and the issuance gives up within its deadline,
+// naming the loop.
+func TestOpenBaoHARedirectLoop(t *testing.T) {
+	var mu sync.Mutex
+	hits := 0
+	var a, b *httptest.Server
+	redirect := func(to **httptest.Server) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			hits++
+			mu.Unlock()
+			if r.URL.Path == "/v1/sys/health" {
+				w.WriteHeader(http.StatusTooManyRequests)
+				return
+			}
+			http.Redirect(w, r, (*to).URL+r.URL.Path, http.StatusTemporaryRedirect)
+		}
+	}
+	a = httptest.NewServer(redirect(&b))
+	defer a.Close()
+	b = httptest.NewServer(redirect(&a))
+	defer b.Close()
+	o, err := NewOpenBao(OpenBaoConfig{Addresses: []string{a.URL, b.URL}, Token: "t", Timeout: time.Second}, OpenBaoDeps{Getenv: env{}.get, HomeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	_, err = o.Issue(ctx, Request{PublicKey: ephemeral(t), Principals: []string{"alice"}, Role: "eng"})
+	if err == nil || !strings.Contains(err.Error(), "OpenBao at "+b.URL+" redirected to "+a.URL+": it redirects too") ||
+		!strings.Contains(err.Error(), "the cluster has no leader") {
+		t.Fatalf("err = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hits > 40 {
+		t.Errorf("%d requests in 700ms: the loop is not bounded per pass", hits)
 	}
 }

@@ -364,7 +364,7 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 		}
 		var errs []error
 		leaderless := false
-		via := map[*node]*node{} // redirect target → node that redirected
+		via := map[*node]*node{}   // redirect target → node that redirected
 		tried := map[*node]error{} // each node at most once a pass; its error
 		for i := 0; i < len(order); i++ {
 			n := order[i]

@@ -12,7 +12,7 @@ import (
 // TestE2EStatusOpenBaoNodes: an agent given a three-node cluster in
 // BAO_ADDRS signs through another node when the first is sealed, and
 // status and --prometheus show each node's own state; with every node
-// sealed status is degraded.
+// sealed status is degraded, and healthy again once one is unsealed.
 func TestE2EStatusOpenBaoNodes(t *testing.T) {
 	user := loginUser(t)
 	role := openbaotest.EngRole()
@@ -74,5 +74,18 @@ func TestE2EStatusOpenBaoNodes(t *testing.T) {
 	}
 	if strings.Contains(r.stdout+r.stderr, tok) {
 		t.Fatal("the token appears in status or errors")
+	}
+
+	// After: one node unsealed is enough, and status says so.
+	c.Unseal(1)
+	if r := e.warden("sign", "--config", cfgPath, "--principal", user, "--host", "localhost"); r.code != 0 {
+		t.Fatalf("sign after unsealing one node: %s", r)
+	}
+	r = e.warden("status", "--config", cfgPath)
+	if r.code != 0 || !strings.Contains(r.stdout, "node    "+c.Nodes[1].URL+"  active  (in use)") {
+		t.Fatalf("status after unsealing one node: %s", r)
+	}
+	if c.Signed() != 2 {
+		t.Errorf("%d certificates minted for two successful signs", c.Signed())
 	}
 }

@@ -93,10 +93,11 @@ type TokenInfo struct {
 // (<mount>/sign/<role>) through github.com/openbao/openbao/api/v2.
 //
 // It is safe for concurrent use. Sign calls are never retried once they
-// may have reached a server (each retry would mint another certificate):
-// the only retries are to the next address after a failed dial, and one
-// sign after a 403 and a fresh login (a 403 mints nothing). A background
-// goroutine renews the token; Close stops it.
+// may have been processed (each retry would mint another certificate):
+// the only retries are to another node after an answer that proves
+// nothing was signed (see do), and one sign after a 403 and a fresh login
+// (a 403 mints nothing). A background goroutine renews the token and
+// samples every node's health; Close stops it.
 type OpenBao struct {
 	cfg     *resolved
 	log     *slog.Logger
@@ -194,8 +195,8 @@ func httpClient(r *resolved, given *http.Client) *http.Client {
 	}
 	return &http.Client{
 		Transport: &boundedTransport{base: base},
-		// api/v2 follows one redirect itself (standby → active) and refuses
-		// protocol downgrades; net/http must not follow it too.
+		// Redirects (standby → active) are judged by do, which follows
+		// them only to a listed node; neither api/v2 nor net/http may.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

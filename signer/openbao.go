@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -111,14 +110,15 @@ type OpenBao struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	sampling atomic.Bool // a background health sample is running
-
 	// mu guards the fields below and every node's state. It is never held
 	// across a network call.
 	mu     sync.Mutex
 	cur    int                      // index of the node that last answered
 	ca     map[string]ssh.PublicKey // CA key per mount
 	issues issueRecord
+	// sampleDone is closed when the running health sample ends; nil when
+	// none runs.
+	sampleDone chan struct{}
 }
 
 var _ Issuer = (*OpenBao)(nil)
@@ -224,7 +224,7 @@ func (o *OpenBao) renewLoop() {
 			o.tokens.refreshIfDue(ctx)
 			cancel()
 		case <-h.C:
-			o.sampleHealth(context.Background())
+			o.refreshHealth(context.Background())
 		}
 	}
 }
@@ -251,7 +251,7 @@ func (o *OpenBao) CAPublicKey(ctx context.Context) (ssh.PublicKey, error) {
 // state found: active, then standby; with no usable node, the error names
 // each node's state.
 func (o *OpenBao) Health(ctx context.Context) (HealthState, error) {
-	o.sampleHealth(ctx)
+	o.refreshHealth(ctx)
 	return o.bestHealth()
 }
 

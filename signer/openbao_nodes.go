@@ -200,20 +200,44 @@ func (o *OpenBao) sampleHealth(ctx context.Context) {
 	wg.Wait()
 }
 
+// refreshHealth samples every node, joining a sample already running
+// (twenty logins waiting out an election share one), and waits for it or
+// for ctx.
+func (o *OpenBao) refreshHealth(ctx context.Context) {
+	select {
+	case <-o.refreshStart():
+	case <-ctx.Done():
+	}
+}
+
 // kickHealth samples in the background after a failure, once at a time.
-func (o *OpenBao) kickHealth() {
+func (o *OpenBao) kickHealth() { o.refreshStart() }
+
+// refreshStart starts a sample unless one runs (or the issuer is closed)
+// and returns a channel closed when it ends.
+func (o *OpenBao) refreshStart() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.sampleDone != nil {
+		return o.sampleDone
+	}
+	ch := make(chan struct{})
 	select {
 	case <-o.stop:
-		return // closed
+		close(ch)
+		return ch
 	default:
 	}
-	if !o.sampling.CompareAndSwap(false, true) {
-		return
-	}
+	o.sampleDone = ch
 	go func() {
-		defer o.sampling.Store(false)
+		// Each node's call is bounded by min(timeout, 2s).
 		o.sampleHealth(context.Background())
+		o.mu.Lock()
+		o.sampleDone = nil
+		o.mu.Unlock()
+		close(ch)
 	}()
+	return ch
 }
 
 func (o *OpenBao) nodeHealth(ctx context.Context, n *node) (HealthState, error) {
@@ -266,15 +290,18 @@ func (o *OpenBao) markFailed(n *node, st HealthState, err error) {
 // looked down is back (the next sample tells active from standby).
 func (o *OpenBao) markUsed(n *node, status int) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if status/100 == 2 && n.state != HealthActive && n.state != HealthStandby {
+	back := status/100 == 2 && n.state != HealthActive && n.state != HealthStandby
+	if back {
 		n.state, n.stateErr, n.checkedAt = HealthActive, "", o.now()
-		o.kickHealth()
 	}
 	i := slices.Index(o.nodes, n)
 	if i != o.cur {
 		o.log.Warn("openbao: now using another node", "from", o.nodes[o.cur].addr, "to", n.addr)
 		o.cur = i
+	}
+	o.mu.Unlock()
+	if back {
+		o.kickHealth()
 	}
 }
 
@@ -357,7 +384,7 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 		order := o.order()
 		if len(order) == 0 {
 			// Every node looked unusable: look again before giving up.
-			o.sampleHealth(ctx)
+			o.refreshHealth(ctx)
 			if order = o.order(); len(order) == 0 {
 				order = slices.Clone(o.nodes)
 			}
@@ -435,7 +462,7 @@ func (o *OpenBao) do(ctx context.Context, method, path string, body any, token s
 		case <-ctx.Done():
 		}
 		sctx, cancel := context.WithTimeout(ctx, electionRetry)
-		o.sampleHealth(sctx)
+		o.refreshHealth(sctx)
 		cancel()
 	}
 }

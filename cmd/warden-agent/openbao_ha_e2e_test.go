@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netkingdom/ops-warden/signer/openbaotest"
 )
@@ -77,8 +78,12 @@ func TestE2EStatusOpenBaoNodes(t *testing.T) {
 	}
 
 	// After: one node unsealed is enough, and status says so.
+	// The agent backs off after a failed issuance (0.5 s at first).
 	c.Unseal(1)
-	if r := e.warden("sign", "--config", cfgPath, "--principal", user, "--host", "localhost"); r.code != 0 {
+	if !waitFor(10*time.Second, func() bool {
+		r = e.warden("sign", "--config", cfgPath, "--principal", user, "--host", "localhost")
+		return r.code == 0
+	}) {
 		t.Fatalf("sign after unsealing one node: %s", r)
 	}
 	r = e.warden("status", "--config", cfgPath)

@@ -129,6 +129,7 @@ func (h *harness) request(principals ...string) Request {
 		PublicKey:     ephemeral(h.t),
 		Principals:    principals,
 		TTL:           2 * time.Minute,
+		Extensions:    map[string]string{"permit-pty": ""},
 		Mount:         h.tg.Mount,
 		Role:          h.tg.Role,
 		RouteName:     "test",

@@ -56,6 +56,12 @@ func (st *statusReply) writePrometheus(w io.Writer, problems []string) {
 	}
 	metric("warden_issuer_healthy", "gauge", "1 when the issuer is local or OpenBao answered active/standby.")
 	fmt.Fprintf(w, "warden_issuer_healthy{kind=%s} %d\n", label(is.Kind), b2i(is.healthy()))
+	if len(is.Nodes) > 0 {
+		metric("warden_openbao_node_up", "gauge", "1 when the listed OpenBao node answered active or standby.")
+		for _, n := range is.Nodes {
+			fmt.Fprintf(w, "warden_openbao_node_up{address=%s} %d\n", label(n.Address), b2i(n.Up))
+		}
+	}
 	metric("warden_audit_write_failing", "gauge", "1 while audit records cannot be made durable (signatures are refused).")
 	fmt.Fprintf(w, "warden_audit_write_failing %d\n", b2i(st.Extra.Audit.Unavailable))
 	metric("warden_audit_seq", "gauge", "Sequence number of the last durable audit record.")

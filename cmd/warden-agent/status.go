@@ -36,6 +36,18 @@ type issuerStatus struct {
 	TokenSource string    `json:"token_source,omitempty"`
 	TokenTTLSec int64     `json:"token_ttl_seconds,omitempty"`
 	Renewable   bool      `json:"token_renewable,omitempty"`
+	// Nodes are OpenBao's listed nodes, each with its own state.
+	Nodes []nodeStatus `json:"nodes,omitempty"`
+}
+
+type nodeStatus struct {
+	Address     string    `json:"address"`
+	State       string    `json:"state"`
+	Up          bool      `json:"up"`
+	InUse       bool      `json:"in_use,omitempty"`
+	CheckedAt   time.Time `json:"checked_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
 type fileStatus struct {
@@ -102,7 +114,13 @@ func statusExtra(iss signer.Issuer, health *healthSampler, src *sources, rec aud
 	return func(context.Context) any {
 		w := wiringStatus{Issuer: issuerStatus{Kind: iss.Kind(), Address: iss.Address(), Health: "local"}}
 		if ob, ok := iss.(*signer.OpenBao); ok {
-			w.Issuer.Health, w.Issuer.HealthError, w.Issuer.CheckedAt = health.get()
+			// The issuer samples every node itself and knows which it
+			// uses; health (the sampler) only keeps it sampling.
+			w.Issuer.Health, w.Issuer.HealthError, w.Issuer.CheckedAt = ob.HealthSummary()
+			for _, n := range ob.Nodes() {
+				w.Issuer.Nodes = append(w.Issuer.Nodes, nodeStatus{Address: n.Address, State: string(n.State), Up: n.Up, InUse: n.InUse,
+					CheckedAt: n.CheckedAt, LastError: n.LastError, LastErrorAt: n.LastErrorAt})
+			}
 			if w.Issuer.Health == "" {
 				w.Issuer.Health = "unknown"
 			}
@@ -271,6 +289,15 @@ func (st *statusReply) print(w io.Writer, problems []string) {
 		fmt.Fprintf(w, "  token from %s, %s left, renewable %v", is.TokenSource, time.Duration(is.TokenTTLSec)*time.Second, is.Renewable)
 	}
 	fmt.Fprintln(w)
+	if len(is.Nodes) > 1 {
+		for _, n := range is.Nodes {
+			fmt.Fprintf(w, "  node    %s  %s%s", n.Address, n.State, map[bool]string{true: "  (in use)"}[n.InUse])
+			if n.LastError != "" {
+				fmt.Fprintf(w, "  last failure %s: %s", n.LastErrorAt.Local().Format(time.DateTime), n.LastError)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	for _, nf := range st.Extra.files() {
 		name, f := nf.name, nf.fileStatus
 		if f.Path == "" {

@@ -183,6 +183,7 @@ type Server struct {
 	tamper      Tamper
 	counts      map[string]int
 	signHeaders []http.Header
+	signed      int // certificates minted
 }
 
 // NewServer starts a server and stops it with t.Cleanup.
@@ -430,6 +431,13 @@ func (s *Server) Requests(path string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counts[path]
+}
+
+// Signed returns how many certificates the server minted.
+func (s *Server) Signed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.signed
 }
 
 // SignHeaders returns the headers of every sign request, oldest first.
@@ -1061,6 +1069,9 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request, roleName string, t
 		writeErr(w, http.StatusInternalServerError, "error signing certificate: "+err.Error())
 		return
 	}
+	s.mu.Lock()
+	s.signed++
+	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, envelope{
 		RequestID: uuid(),
 		Data: map[string]any{

@@ -82,6 +82,18 @@ type TokenInfo struct {
 	ExpiresAt time.Time
 	// Policies come from lookup-self or the login; nil if unknown.
 	Policies []string
+	// State is what the last check found; Problem, when set, says what
+	// is wrong with the token and how to fix it.
+	State   TokenState
+	Problem string
+	// Relogin: the source can mint a new token (AppRole, JWT, command).
+	Relogin bool
+	// MaxTTLReached: the last renewal was capped by the token's max TTL.
+	MaxTTLReached bool
+	// RenewError is the last renewal's failure, empty after a good one.
+	RenewError string
+	// CheckedAt is when OpenBao last confirmed the token.
+	CheckedAt time.Time
 }
 
 // OpenBao issues certificates from OpenBao's SSH secrets engine
@@ -193,18 +205,7 @@ func (o *OpenBao) Close() error {
 
 func (o *OpenBao) renewLoop() {
 	defer close(o.done)
-	t := time.NewTicker(renewCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-o.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 2*o.cfg.timeout)
-			o.tokens.refreshIfDue(ctx)
-			cancel()
-		}
-	}
+	o.tokens.run(o.stop)
 }
 
 // Kind is "openbao".
@@ -217,8 +218,16 @@ func (o *OpenBao) Address() string {
 	return o.cfg.addresses[o.cur]
 }
 
-// TokenInfo describes the token in use; zero before the first request.
+// TokenInfo describes the token in use, from the last check.
 func (o *OpenBao) TokenInfo() TokenInfo { return o.tokens.info() }
+
+// CheckToken asks OpenBao about the token now (lookup-self, or the token
+// sources when there is no usable token) and describes it. status calls
+// it, so that what it shows is never older than the question.
+func (o *OpenBao) CheckToken(ctx context.Context) TokenInfo {
+	_ = o.tokens.Check(ctx)
+	return o.tokens.info()
+}
 
 // CAPublicKey returns the CA key of the configured mount.
 func (o *OpenBao) CAPublicKey(ctx context.Context) (ssh.PublicKey, error) {
@@ -288,14 +297,25 @@ func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, err
 	}
 	resp, err := o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
-	if err == nil && resp.status == http.StatusForbidden && tok.relogin {
-		// A 403 minted nothing, so one sign after a fresh login is safe.
-		log.Info("openbao: sign refused (403); logging in again", "source", tok.source)
-		tok, err = o.tokens.relogin(ctx, tok)
-		if err != nil {
-			return nil, err
+	if err == nil && resp.status == http.StatusForbidden {
+		// Expired or revoked, or a policy that denies the path: lookup-self
+		// tells which. A 403 minted nothing, so one sign with a new token
+		// is safe.
+		next, retry, rerr := o.tokens.refused(ctx, tok, path)
+		switch {
+		case rerr != nil:
+			log.Warn("openbao: sign refused (403)", "source", tok.source, "err", rerr)
+			return nil, rerr
+		case retry:
+			log.Info("openbao: sign refused (403) with an invalid token; retrying with a new one", "old_source", tok.source, "source", next.source)
+			tok = next
+			resp, err = o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
+		default:
+			tok = next // its policies, fresh from lookup-self
 		}
-		resp, err = o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
+	}
+	if err == nil && resp.status == http.StatusOK {
+		o.tokens.worked(tok)
 	}
 	if err != nil {
 		log.Warn("openbao: sign failed", "err", err)

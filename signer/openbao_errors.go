@@ -23,6 +23,8 @@ type TokenAttempt struct {
 // NoTokenError reports that no token source produced a token.
 type NoTokenError struct {
 	Tried []TokenAttempt
+	// TokenCommand is the configured token_command's program, if any.
+	TokenCommand string
 }
 
 // Error says what failed and how to fix it.
@@ -31,7 +33,12 @@ func (e *NoTokenError) Error() string {
 	for i, a := range e.Tried {
 		parts[i] = a.Source + " (" + a.Result + ")"
 	}
-	return "openbao: no OpenBao token: tried " + strings.Join(parts, ", ") + "; " + brokerHint
+	hint := brokerHint
+	if e.TokenCommand != "" {
+		// The configured command is the fix the operator chose.
+		hint = fmt.Sprintf("fix the configured token_command (%s) so that it prints a token, or set BAO_TOKEN", e.TokenCommand)
+	}
+	return "openbao: no OpenBao token: tried " + strings.Join(parts, ", ") + "; " + hint
 }
 
 // TokenSourceError reports that a configured login (AppRole, JWT or the
@@ -69,9 +76,9 @@ type PermissionDeniedError struct {
 // Error says what failed and how to fix it.
 func (e *PermissionDeniedError) Error() string {
 	if e.Policies == nil {
-		return fmt.Sprintf("openbao: permission denied on %s (token from %s): the token is expired or revoked, or its policies do not allow this path; get a fresh token (bao login) or run through your credential broker", e.Path, e.Source)
+		return fmt.Sprintf("openbao: permission denied on %s (token from %s): the token works but its policies (unknown: it may not read auth/token/lookup-self) do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, e.Source, e.Path)
 	}
-	return fmt.Sprintf("openbao: permission denied on %s: the token's policies (%s) do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, strings.Join(e.Policies, ", "), e.Path)
+	return fmt.Sprintf("openbao: permission denied on %s: the token from %s works (lookup-self accepts it) but its policies (%s) do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, e.Source, strings.Join(e.Policies, ", "), e.Path)
 }
 
 // RoleRefusedError is a 400 from <mount>/sign/<role>: the role refused the

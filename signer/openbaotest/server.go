@@ -125,6 +125,7 @@ type token struct {
 	creationTTL time.Duration // 0: never expires (root)
 	issued      time.Time
 	expires     time.Time
+	maxExpires  time.Time // zero: renewals are not capped (see token.go)
 	renewable   bool
 	revoked     bool
 	path        string
@@ -606,7 +607,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.sign(w, r, strings.TrimPrefix(path, s.mount+"/sign/"), t)
 		})
 	default:
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+		if !s.serveTokenAPI(w, r, path) {
+			writeErr(w, http.StatusNotFound, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+		}
 	}
 }
 
@@ -826,7 +829,8 @@ func (s *Server) renewSelf(w http.ResponseWriter, r *http.Request, t *token) {
 	}
 	s.mu.Lock()
 	live := s.tokens[t.id]
-	live.expires = s.now().Add(inc)
+	live.expires = capExpiry(live, s.now().Add(inc))
+	inc = live.expires.Sub(s.now())
 	cp := *live
 	s.mu.Unlock()
 	cp.creationTTL = inc

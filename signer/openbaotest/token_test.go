@@ -48,7 +48,11 @@ func TestTokenLimits(t *testing.T) {
 		if status != 200 {
 			t.Fatalf("renew-self: %d %s", status, body)
 		}
-		var out struct{ Auth struct{ LeaseDuration int `json:"lease_duration"` } }
+		var out struct {
+			Auth struct {
+				LeaseDuration int `json:"lease_duration"`
+			}
+		}
 		_ = json.Unmarshal([]byte(body), &out)
 		return out.Auth.LeaseDuration
 	}

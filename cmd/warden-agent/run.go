@@ -112,8 +112,18 @@ func runAgent(c *cli.Context) error {
 		go health.sample(hctx, hc, 30*time.Second)
 	}
 
+	// Under socket activation the socket served is systemd's, whatever
+	// the config says: status must report that one.
+	ln, err := agentproxy.SystemdListener()
+	if err != nil {
+		return err
+	}
+	if ln != nil {
+		cfg.Socket = ln.Addr().String()
+	}
+	obs := observe(iss)
 	srv, err := agentproxy.New(agentproxy.Config{
-		Issuer:       iss,
+		Issuer:       obs,
 		Catalog:      src.catalog,
 		Authorize:    src.authorizer(),
 		KnownHosts:   func() *catalog.KnownHosts { return known },
@@ -124,23 +134,20 @@ func runAgent(c *cli.Context) error {
 		ListDeadline: time.Duration(cfg.ListDeadline),
 		LocalUser:    localUser(),
 		Version:      version,
-		StatusExtra:  statusExtra(iss, health, src, rec),
+		StatusExtra:  statusExtra(iss, obs, health, src, rec),
 	})
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
 	hooks.cache.Store(srv.Cache())
 
-	ln, err := agentproxy.SystemdListener()
-	if err != nil {
-		return err
-	}
 	if ln == nil {
 		if ln, err = agentproxy.Listen(cfg.Socket); err != nil {
 			return err
 		}
-	} else {
-		cfg.Socket = ln.Addr().String()
 	}
 
 	if err := printBanner(c.App.Writer, cfg, iss, upstream); err != nil {

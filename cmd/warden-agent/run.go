@@ -25,7 +25,7 @@ func runCommand() *cli.Command {
 		Name:  "run",
 		Usage: "run the agent in the foreground",
 		UsageText: "warden-agent run [--socket PATH] [--upstream PATH|none]\n\n" +
-			"Example:\n   warden-agent run &\n   export SSH_AUTH_SOCK=$(warden-agent env --path)",
+			"Example:\n   warden-agent run &\n   warden-agent ssh-config >> ~/.ssh/config   # once; SSH_AUTH_SOCK stays on your own agent",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "upstream", Usage: "the user's own agent `SOCKET`, or none", DefaultText: "$SSH_AUTH_SOCK at start"},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info"},
@@ -226,7 +226,8 @@ func printBanner(w io.Writer, cfg *Config, iss interface {
 	if iss.Kind() == "local" {
 		fmt.Fprintln(w, "local CA: development and single-machine mode; configure signer.kind: openbao for teams")
 	}
-	fmt.Fprintf(w, "\nUse it from a shell:\n  export SSH_AUTH_SOCK=%s\n", cfg.Socket)
+	fmt.Fprintf(w, "\nNext: send ssh to it for the hosts it serves (keep SSH_AUTH_SOCK on your own agent: ssh uses it whenever warden is down):\n  warden-agent ssh-config >> ~/.ssh/config\n")
+	fmt.Fprintf(w, "Programs that do not read ~/.ssh/config: SSH_AUTH_SOCK=%s\n", cfg.Socket)
 	key, err := iss.CAPublicKey(ctx)
 	if err != nil {
 		fmt.Fprintf(w, "\nCA key unavailable (%v); `warden-agent ca` prints it once the issuer answers\n", err)

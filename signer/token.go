@@ -69,13 +69,20 @@ func (h *heldToken) expires() time.Time {
 // canRenew reports whether renewing would extend the token.
 func (h *heldToken) canRenew() bool { return h.renewable && !h.capped }
 
-// due reports whether two thirds of the TTL have passed and something can
-// be done about it (renew, or log in again).
+// due reports whether two thirds of the token's lease have passed (a
+// third is left) and something can be done about it (renew, or log in
+// again). The lease is the TTL asked for at creation or renewal, not the
+// TTL left at the last lookup: frequent lookups must not push renewal
+// towards the expiry.
 func (h *heldToken) due(now time.Time) bool {
 	if h.ttl <= 0 || (!h.canRenew() && !h.relogin) {
 		return false
 	}
-	return !now.Before(h.refreshed.Add(h.ttl * 2 / 3))
+	lease := h.ttl
+	if h.asked > 0 {
+		lease = h.asked
+	}
+	return !now.Before(h.expires().Add(-lease / 3))
 }
 
 // Token lifecycle timing.

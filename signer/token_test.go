@@ -186,3 +186,26 @@ func TestTokenMissingAndCommandHint(t *testing.T) {
 		t.Errorf("failing token_command: %v", err)
 	}
 }
+
+// TestTokenLookupsDoNotDelayRenewal: status looks the token up often;
+// renewal still happens when a third of the lease is left, not two thirds
+// of whatever was left at the last lookup.
+func TestTokenLookupsDoNotDelayRenewal(t *testing.T) {
+	clock := newClock()
+	s := fake(t, openbaotest.Options{Now: clock.Now})
+	tok := s.CreateToken([]string{"default", "warden-eng"}, 30*time.Minute, true)
+	h := newIssuer(t, s.Target(), OpenBaoConfig{}, env{"BAO_TOKEN": tok}, clock.Now)
+	waitState(t, h.o, TokenValid)
+	for range 4 {
+		clock.Advance(5 * time.Minute)
+		h.o.CheckToken(context.Background())
+	}
+	clock.Advance(1 * time.Minute) // 21m: 9m left, less than a third of 30m
+	h.o.tokens.tick(context.Background())
+	if n := s.Requests("auth/token/renew-self"); n != 1 {
+		t.Fatalf("%d renewals at 21m after four lookups, want 1", n)
+	}
+	if ti := h.o.TokenInfo(); ti.TTL != 30*time.Minute {
+		t.Errorf("TTL after renewal %s, want 30m", ti.TTL)
+	}
+}

@@ -365,8 +365,8 @@ func TestE2EStatusShortRenewableToken(t *testing.T) {
 		}
 	}
 	if s := tg.Fake; s != nil {
-		if n := s.Requests("auth/token/renew-self"); n < 4 {
-			t.Errorf("%d renewals in three minutes of a 60 s token, want at least 4", n)
+		if n := s.Requests("auth/token/renew-self"); n < 3 {
+			t.Errorf("%d renewals in three minutes of a 60 s token, want at least 3", n)
 		}
 		if n := s.Requests(tg.Mount + "/sign/eng"); n != 0 {
 			t.Errorf("%d signs while idle", n)

@@ -44,7 +44,9 @@ func TestE2EBreakGlass(t *testing.T) {
 	if want := "not running on " + a.socket + "; ssh falls back to your usual agent (SSH_AUTH_SOCK=" + up.socket + ")"; !strings.Contains(r.stderr, want) {
 		t.Errorf("hint with warden stopped lacks %q: %s", want, r.stderr)
 	}
-	if !waitFor(5*time.Second, func() bool { return strings.Contains(s.log.String(), "Accepted publickey for "+user) && strings.Contains(s.log.String(), fingerprint(t, own)) }) {
+	if !waitFor(5*time.Second, func() bool {
+		return strings.Contains(s.log.String(), "Accepted publickey for "+user) && strings.Contains(s.log.String(), fingerprint(t, own))
+	}) {
 		t.Errorf("sshd log does not show a login with the user's own key %s:\n%s", fingerprint(t, own), s.log)
 	}
 

@@ -9,7 +9,7 @@ import (
 
 func envCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "env",
+		Name:  "env",
 		Usage: "print the shell line that points SSH_AUTH_SOCK at the agent (for programs that do not read ~/.ssh/config)",
 		UsageText: "warden-agent env [--fish | --path]\n\n" +
 			"For ssh itself, keep SSH_AUTH_SOCK on your own agent and add the block of `warden-agent ssh-config`:\n" +

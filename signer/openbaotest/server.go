@@ -96,6 +96,10 @@ type Options struct {
 	TLS bool
 	// AppRoleMount and JWTMount name the auth mounts; default "approle", "jwt".
 	AppRoleMount, JWTMount string
+	// Bare starts with no SSH mount, CA, role or warden-eng policy: an
+	// operator sets them up through the API as docs/openbao.md does
+	// (see admin.go).
+	Bare bool
 }
 
 // Tamper makes the server return a certificate that a careful client must
@@ -184,6 +188,7 @@ type Server struct {
 	tamper      Tamper
 	counts      map[string]int
 	signHeaders []http.Header
+	adm         *adminState
 }
 
 // NewServer starts a server and stops it with t.Cleanup.
@@ -236,7 +241,8 @@ func New(opts Options) (*Server, error) {
 		jwtRoles: map[string]*jwtRole{},
 		counts:   map[string]int{},
 	}
-	if opts.Roles == nil {
+	s.adm = newAdmin(opts.Bare)
+	if opts.Roles == nil && !opts.Bare {
 		opts.Roles = map[string]Role{"eng": EngRole()}
 	}
 	for name, r := range opts.Roles {
@@ -246,11 +252,13 @@ func New(opts Options) (*Server, error) {
 		"auth/token/lookup-self": {"read"},
 		"auth/token/renew-self":  {"update"},
 	}
-	s.policies["warden-eng"] = Policy{
-		s.mount + "/sign/eng":    {"update"},
-		s.mount + "/public_key":  {"read"},
-		"auth/token/lookup-self": {"read"},
-		"auth/token/renew-self":  {"update"},
+	if !opts.Bare {
+		s.policies["warden-eng"] = Policy{
+			s.mount + "/sign/eng":    {"update"},
+			s.mount + "/public_key":  {"read"},
+			"auth/token/lookup-self": {"read"},
+			"auth/token/renew-self":  {"update"},
+		}
 	}
 	for name, p := range opts.Policies {
 		s.policies[name] = p
@@ -583,6 +591,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	switch {
+	case s.serveAdmin(w, r, path):
 	case path == s.mount+"/public_key":
 		if r.Method != http.MethodGet {
 			writeErr(w, http.StatusMethodNotAllowed, "1 error occurred:\n\t* unsupported operation\n\n")

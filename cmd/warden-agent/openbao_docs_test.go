@@ -266,7 +266,11 @@ func TestOpenBaoDocServerSide(t *testing.T) {
 	if !strings.HasPrefix(tokenOut, "s.") {
 		t.Fatalf("bao token create printed %q", tokenOut)
 	}
-	srv.SetRole("eng", func() openbaotest.Role { r, _ := srv.RoleOf("eng"); r.AllowedUsers = append(r.AllowedUsers, user); return r }())
+	srv.SetRole("eng", func() openbaotest.Role {
+		r, _ := srv.RoleOf("eng")
+		r.AllowedUsers = append(r.AllowedUsers, user)
+		return r
+	}())
 	tg := srv.Target()
 	routes := "routes:\n  - name: lab\n    hosts: [127.0.0.1]\n    mount: ssh\n    role: eng\n    principals: [" + user + "]\n"
 	cfgTok := filepath.Join(e.dir, "token.yaml")

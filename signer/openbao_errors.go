@@ -59,8 +59,9 @@ func (e *TokenSourceError) Error() string {
 // Unwrap returns the underlying cause, if any.
 func (e *TokenSourceError) Unwrap() error { return e.Err }
 
-// PermissionDeniedError is a 403 on a path: the token is valid but its
-// policies do not grant the path, or the token is expired or revoked.
+// PermissionDeniedError is a 403 on a path while lookup-self still
+// accepts the token: its policies do not grant the path. (A token that
+// lookup-self refuses too is a *TokenInvalidError.)
 type PermissionDeniedError struct {
 	Address string
 	// Path is the API path, e.g. "ssh/sign/eng".
@@ -76,7 +77,7 @@ type PermissionDeniedError struct {
 // Error says what failed and how to fix it.
 func (e *PermissionDeniedError) Error() string {
 	if e.Policies == nil {
-		return fmt.Sprintf("openbao: permission denied on %s (token from %s): the token works but its policies (unknown: it may not read auth/token/lookup-self) do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, e.Source, e.Path)
+		return fmt.Sprintf("openbao: permission denied on %s (token from %s): the token works (lookup-self accepts it) but its policies do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, e.Source, e.Path)
 	}
 	return fmt.Sprintf("openbao: permission denied on %s: the token from %s works (lookup-self accepts it) but its policies (%s) do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, e.Source, strings.Join(e.Policies, ", "), e.Path)
 }

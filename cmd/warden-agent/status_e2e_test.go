@@ -291,6 +291,14 @@ func TestE2EStatusTokenFacts(t *testing.T) {
 		if r := signOnce(t, e, cfgPath, user); r.code != 0 {
 			t.Fatalf("sign after a fresh ~/.vault-token: %s", r)
 		}
+		// The serial as OpenBao writes it: hex without leading zeros.
+		issued := events(a.audit(t), "cert.issued")
+		dec, _ := strconv.ParseUint(issued[len(issued)-1].str("serial_dec"), 10, 64)
+		var st struct{ Certificates []struct{ Serial string } }
+		if r := e.warden("status", "--json", "--config", cfgPath); json.Unmarshal([]byte(r.stdout), &st) != nil ||
+			len(st.Certificates) != 1 || st.Certificates[0].Serial != strconv.FormatUint(dec, 16) {
+			t.Errorf("status serial %+v, want %x", st.Certificates, dec)
+		}
 		if out := a.stdout.String() + a.stderr.String(); strings.Contains(out, tok1) || strings.Contains(out, tok2) {
 			t.Error("a token appears in the agent's output")
 		}

@@ -102,8 +102,9 @@ type TokenInfo struct {
 // It is safe for concurrent use. Sign calls are never retried once they
 // may have reached a server (each retry would mint another certificate):
 // the only retries are to the next address after a failed dial, and one
-// sign after a 403 and a fresh login (a 403 mints nothing). A background
-// goroutine renews the token; Close stops it.
+// sign after a 403 with a token lookup-self refuses and a fresh one (a 403
+// mints nothing). StartTokenLifecycle starts the background goroutine that
+// keeps the token alive; Close stops it.
 type OpenBao struct {
 	cfg     *resolved
 	log     *slog.Logger
@@ -114,6 +115,7 @@ type OpenBao struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	startOnce sync.Once
 
 	// mu guards the fields below. It is never held across a network call.
 	mu  sync.Mutex
@@ -170,7 +172,6 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 		o.clients = append(o.clients, c)
 	}
 	o.tokens = newTokenManager(o)
-	go o.renewLoop()
 	return o, nil
 }
 
@@ -195,9 +196,19 @@ func httpClient(r *resolved, given *http.Client) *http.Client {
 	}
 }
 
+// StartTokenLifecycle starts the background loop that finds the token at
+// once, looks it up every minute, renews it while idle and replaces it when
+// revoked (see tokenManager). The agent calls it; one-shot commands such as
+// `warden-agent ca` do not, so they never run token_command for nothing.
+// Close stops it.
+func (o *OpenBao) StartTokenLifecycle() {
+	o.startOnce.Do(func() { go o.renewLoop() })
+}
+
 // Close stops token renewal. It does not revoke the token: it may be shared
 // (BAO_TOKEN, ~/.vault-token).
 func (o *OpenBao) Close() error {
+	o.startOnce.Do(func() { close(o.done) }) // never started: nothing to wait for
 	o.closeOnce.Do(func() { close(o.stop) })
 	<-o.done
 	return nil

@@ -107,6 +107,7 @@ func newIssuer(t *testing.T, tg *openbaotest.Target, cfg OpenBaoConfig, e env, n
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.StartTokenLifecycle()
 	t.Cleanup(func() { o.Close() })
 	return &harness{t: t, tg: tg, o: o, log: logs}
 }

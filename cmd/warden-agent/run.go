@@ -18,6 +18,7 @@ import (
 
 	"github.com/netkingdom/ops-warden/agentproxy"
 	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/signer"
 )
 
 func runCommand() *cli.Command {
@@ -84,6 +85,9 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	defer closeIssuer()
+	if ob, ok := iss.(*signer.OpenBao); ok {
+		ob.StartTokenLifecycle() // the agent keeps its token alive; one-shot commands do not
+	}
 
 	known, err := catalog.LoadKnownHosts(cfg.KnownHosts...)
 	if err != nil {

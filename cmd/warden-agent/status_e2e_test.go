@@ -490,3 +490,31 @@ func TestE2EStatusSocketActivation(t *testing.T) {
 		t.Fatalf("status under socket activation (%v): %s", err, r)
 	}
 }
+
+// TestE2ETokenAtStartOnlyInTheAgent: the agent obtains its token at start,
+// before any login (here through token_command); a one-shot command such
+// as `warden-agent ca`, which needs no token, never runs token_command.
+func TestE2ETokenAtStartOnlyInTheAgent(t *testing.T) {
+	user := loginUser(t)
+	tg := baoTarget(t, user)
+	e := newTestEnv(t)
+	marker := filepath.Join(e.dir, "token-command-ran")
+	tok := tg.NewToken(t, time.Hour)
+	script := filepath.Join(e.dir, "token.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho ran >> "+marker+"\necho "+tok+"\n"), 0o700)
+	cfgPath := filepath.Join(e.dir, "agent.yaml")
+	os.WriteFile(cfgPath, []byte("signer:\n  kind: openbao\n  openbao:\n    address: "+tg.Address+"\n    mount: "+tg.Mount+"\n    token_command: ["+script+"]\n"), 0o600)
+	if r := e.warden("ca", "--config", cfgPath); r.code != 0 || !strings.HasPrefix(r.stdout, "ssh-") {
+		t.Fatalf("warden-agent ca: %s", r)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("warden-agent ca ran token_command")
+	}
+	startAgent(t, e, nil, "--config", cfgPath, "--upstream", "none")
+	if !waitFor(10*time.Second, func() bool { _, err := os.Stat(marker); return err == nil }) {
+		t.Fatal("the agent did not obtain its token at start")
+	}
+	if r := e.warden("status", "--config", cfgPath); r.code != 0 || !strings.Contains(r.stdout, "token     valid  from token_command") {
+		t.Errorf("status: %s", r)
+	}
+}

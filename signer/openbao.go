@@ -86,6 +86,18 @@ type TokenInfo struct {
 	ExpiresAt time.Time
 	// Policies come from lookup-self or the login; nil if unknown.
 	Policies []string
+	// State is what the last check found; Problem, when set, says what
+	// is wrong with the token and how to fix it.
+	State   TokenState
+	Problem string
+	// Relogin: the source can mint a new token (AppRole, JWT, command).
+	Relogin bool
+	// MaxTTLReached: the last renewal was capped by the token's max TTL.
+	MaxTTLReached bool
+	// RenewError is the last renewal's failure, empty after a good one.
+	RenewError string
+	// CheckedAt is when OpenBao last confirmed the token.
+	CheckedAt time.Time
 }
 
 // OpenBao issues certificates from OpenBao's SSH secrets engine
@@ -94,9 +106,11 @@ type TokenInfo struct {
 // It is safe for concurrent use. Sign calls are never retried once they
 // may have been processed (each retry would mint another certificate):
 // the only retries are to another node after an answer that proves
-// nothing was signed (see do), and one sign after a 403 and a fresh login
-// (a 403 mints nothing). A background goroutine renews the token and
-// samples every node's health; Close stops it.
+// nothing was signed (see do), and one sign after a 403 with a token
+// lookup-self refuses and a fresh one (a 403 mints nothing). A background
+// goroutine samples every node's health from the start;
+// StartTokenLifecycle starts the one that keeps the token alive; Close
+// stops both.
 type OpenBao struct {
 	cfg     *resolved
 	log     *slog.Logger
@@ -106,9 +120,12 @@ type OpenBao struct {
 	pins    *caPins
 	serials serialSet
 
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	stop chan struct{}
+	done chan struct{}
+	// healthDone is closed when the health sampler (healthLoop) ends.
+	healthDone chan struct{}
+	closeOnce  sync.Once
+	startOnce  sync.Once
 
 	// mu guards the fields below and every node's state. It is never held
 	// across a network call.
@@ -152,6 +169,8 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 		pins: &caPins{pinned: r.pinned, pinnedFrom: r.pinnedFrom},
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
+
+		healthDone: make(chan struct{}),
 	}
 	if deps.StateDir != "" && r.pinned == nil {
 		o.pins.path = filepath.Join(deps.StateDir, CAPinFile)
@@ -176,8 +195,25 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 		o.nodes = append(o.nodes, &node{addr: addr, client: c})
 	}
 	o.tokens = newTokenManager(o)
-	go o.renewLoop()
+	go o.healthLoop()
 	return o, nil
+}
+
+// healthLoop samples every node's health on a schedule (failures also
+// sample at once), so a sealed, hung or leaderless node is skipped and a
+// recovered one used again.
+func (o *OpenBao) healthLoop() {
+	defer close(o.healthDone)
+	h := time.NewTicker(healthEvery)
+	defer h.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-h.C:
+			o.refreshHealth(context.Background())
+		}
+	}
 }
 
 func httpClient(r *resolved, given *http.Client) *http.Client {
@@ -201,32 +237,28 @@ func httpClient(r *resolved, given *http.Client) *http.Client {
 	}
 }
 
+// StartTokenLifecycle starts the background loop that finds the token at
+// once, looks it up every minute, renews it while idle and replaces it when
+// revoked (see tokenManager). The agent calls it; one-shot commands such as
+// `warden-agent ca` do not, so they never run token_command for nothing.
+// Close stops it.
+func (o *OpenBao) StartTokenLifecycle() {
+	o.startOnce.Do(func() { go o.renewLoop() })
+}
+
 // Close stops token renewal. It does not revoke the token: it may be shared
 // (BAO_TOKEN, ~/.vault-token).
 func (o *OpenBao) Close() error {
+	o.startOnce.Do(func() { close(o.done) }) // never started: nothing to wait for
 	o.closeOnce.Do(func() { close(o.stop) })
 	<-o.done
+	<-o.healthDone
 	return nil
 }
 
 func (o *OpenBao) renewLoop() {
 	defer close(o.done)
-	t := time.NewTicker(renewCheckEvery)
-	defer t.Stop()
-	h := time.NewTicker(healthEvery)
-	defer h.Stop()
-	for {
-		select {
-		case <-o.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 2*o.cfg.timeout)
-			o.tokens.refreshIfDue(ctx)
-			cancel()
-		case <-h.C:
-			o.refreshHealth(context.Background())
-		}
-	}
+	o.tokens.run(o.stop)
 }
 
 // Kind is "openbao".
@@ -239,8 +271,16 @@ func (o *OpenBao) Address() string {
 	return o.nodes[o.cur].addr
 }
 
-// TokenInfo describes the token in use; zero before the first request.
+// TokenInfo describes the token in use, from the last check.
 func (o *OpenBao) TokenInfo() TokenInfo { return o.tokens.info() }
+
+// CheckToken asks OpenBao about the token now (lookup-self, or the token
+// sources when there is no usable token) and describes it. status calls
+// it, so that what it shows is never older than the question.
+func (o *OpenBao) CheckToken(ctx context.Context) TokenInfo {
+	_ = o.tokens.Check(ctx)
+	return o.tokens.info()
+}
 
 // CAPublicKey returns the CA key of the configured mount.
 func (o *OpenBao) CAPublicKey(ctx context.Context) (ssh.PublicKey, error) {
@@ -308,14 +348,25 @@ func (o *OpenBao) issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, err
 	}
 	resp, err := o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
-	if err == nil && resp.status == http.StatusForbidden && tok.relogin {
-		// A 403 minted nothing, so one sign after a fresh login is safe.
-		log.Info("openbao: sign refused (403); logging in again", "source", tok.source)
-		tok, err = o.tokens.relogin(ctx, tok)
-		if err != nil {
-			return nil, err
+	if err == nil && resp.status == http.StatusForbidden {
+		// Expired or revoked, or a policy that denies the path: lookup-self
+		// tells which. A 403 minted nothing, so one sign with a new token
+		// is safe.
+		next, retry, rerr := o.tokens.refused(ctx, tok, path)
+		switch {
+		case rerr != nil:
+			log.Warn("openbao: sign refused (403)", "source", tok.source, "err", rerr)
+			return nil, rerr
+		case retry:
+			log.Info("openbao: sign refused (403) with an invalid token; retrying with a new one", "old_source", tok.source, "source", next.source)
+			tok = next
+			resp, err = o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
+		default:
+			tok = next // its policies, fresh from lookup-self
 		}
-		resp, err = o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
+	}
+	if err == nil && resp.status == http.StatusOK {
+		o.tokens.worked(tok)
 	}
 	if err != nil {
 		log.Warn("openbao: sign failed", "err", err)

@@ -24,7 +24,7 @@ var wardenExe string
 // name it runs the CLI instead of the tests (STYLE item 13).
 func TestMain(m *testing.M) {
 	if filepath.Base(os.Args[0]) == "warden-agent" {
-		os.Exit(exitCode(newApp().Run(os.Args)))
+		os.Exit(exitCode(runCLI(os.Args)))
 	}
 	os.Exit(runTests(m))
 }

@@ -96,6 +96,10 @@ type Options struct {
 	TLS bool
 	// AppRoleMount and JWTMount name the auth mounts; default "approle", "jwt".
 	AppRoleMount, JWTMount string
+	// Bare starts with no SSH mount, CA, role or warden-eng policy: an
+	// operator sets them up through the API as docs/openbao.md does
+	// (see admin.go).
+	Bare bool
 }
 
 // Tamper makes the server return a certificate that a careful client must
@@ -125,6 +129,7 @@ type token struct {
 	creationTTL time.Duration // 0: never expires (root)
 	issued      time.Time
 	expires     time.Time
+	maxExpires  time.Time // zero: renewals are not capped (see token.go)
 	renewable   bool
 	revoked     bool
 	path        string
@@ -184,6 +189,7 @@ type Server struct {
 	counts      map[string]int
 	signHeaders []http.Header
 	signed      int // certificates minted
+	adm         *adminState
 }
 
 // NewServer starts a server and stops it with t.Cleanup.
@@ -236,7 +242,8 @@ func New(opts Options) (*Server, error) {
 		jwtRoles: map[string]*jwtRole{},
 		counts:   map[string]int{},
 	}
-	if opts.Roles == nil {
+	s.adm = newAdmin(opts.Bare)
+	if opts.Roles == nil && !opts.Bare {
 		opts.Roles = map[string]Role{"eng": EngRole()}
 	}
 	for name, r := range opts.Roles {
@@ -246,11 +253,13 @@ func New(opts Options) (*Server, error) {
 		"auth/token/lookup-self": {"read"},
 		"auth/token/renew-self":  {"update"},
 	}
-	s.policies["warden-eng"] = Policy{
-		s.mount + "/sign/eng":    {"update"},
-		s.mount + "/public_key":  {"read"},
-		"auth/token/lookup-self": {"read"},
-		"auth/token/renew-self":  {"update"},
+	if !opts.Bare {
+		s.policies["warden-eng"] = Policy{
+			s.mount + "/sign/eng":    {"update"},
+			s.mount + "/public_key":  {"read"},
+			"auth/token/lookup-self": {"read"},
+			"auth/token/renew-self":  {"update"},
+		}
 	}
 	for name, p := range opts.Policies {
 		s.policies[name] = p
@@ -590,6 +599,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	switch {
+	case s.serveAdmin(w, r, path):
 	case path == s.mount+"/public_key":
 		if r.Method != http.MethodGet {
 			writeErr(w, http.StatusMethodNotAllowed, "1 error occurred:\n\t* unsupported operation\n\n")
@@ -614,7 +624,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.sign(w, r, strings.TrimPrefix(path, s.mount+"/sign/"), t)
 		})
 	default:
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+		if !s.serveTokenAPI(w, r, path) {
+			writeErr(w, http.StatusNotFound, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+		}
 	}
 }
 
@@ -834,7 +846,8 @@ func (s *Server) renewSelf(w http.ResponseWriter, r *http.Request, t *token) {
 	}
 	s.mu.Lock()
 	live := s.tokens[t.id]
-	live.expires = s.now().Add(inc)
+	live.expires = capExpiry(live, s.now().Add(inc))
+	inc = live.expires.Sub(s.now())
 	cp := *live
 	s.mu.Unlock()
 	cp.creationTTL = inc

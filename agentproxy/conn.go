@@ -163,7 +163,7 @@ func (c *conn) callerObject() audit.Object {
 func (c *conn) serials(e *signer.Entry) (hex, dec string) {
 	if c.audit.entry != e {
 		c.audit.entry = e
-		c.audit.serial = fmt.Sprintf("%016x", e.Cert.Serial)
+		c.audit.serial = fmt.Sprintf("%x", e.Cert.Serial)
 		c.audit.serialDec = strconv.FormatUint(e.Cert.Serial, 10)
 	}
 	return c.audit.serial, c.audit.serialDec

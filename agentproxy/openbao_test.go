@@ -229,7 +229,7 @@ func TestOpenBaoLoginWithRealSSH(t *testing.T) {
 	if err != nil {
 		t.Fatalf("serial_number %q from OpenBao: %v", exs[0].Serial, err)
 	}
-	if want := fmt.Sprintf("%016x", baoSerial); rec["serial"] != want {
+	if want := fmt.Sprintf("%x", baoSerial); rec["serial"] != want {
 		t.Errorf("audit serial %v, OpenBao returned %s", rec["serial"], want)
 	}
 	if want := strconv.FormatUint(baoSerial, 10); rec["serial_dec"] != want {
@@ -248,7 +248,7 @@ func TestOpenBaoLoginWithRealSSH(t *testing.T) {
 		t.Fatalf("%d certificates held, want 1", len(valid))
 	}
 	cert := valid[0].Cert
-	if got := fmt.Sprintf("%016x", cert.Serial); got != rec["serial"] {
+	if got := fmt.Sprintf("%x", cert.Serial); got != rec["serial"] {
 		t.Errorf("listed certificate serial %s, audit record %v", got, rec["serial"])
 	}
 	if !slices.Equal(cert.ValidPrincipals, []string{sshd.User}) {

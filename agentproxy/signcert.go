@@ -79,7 +79,7 @@ func (c *conn) signCert(contents []byte) ([]byte, error) {
 	}
 	return jsonReply(SignCertReply{
 		Certificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(e.Cert))),
-		Serial:      fmt.Sprintf("%016x", e.Cert.Serial), Route: r.Name,
+		Serial:      fmt.Sprintf("%x", e.Cert.Serial), Route: r.Name,
 	})
 }
 
@@ -110,7 +110,7 @@ func (s *Server) exportCert(ctx context.Context, t *target) ([]byte, error) {
 	}
 	reply := SignCertReply{
 		Certificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(iss.Cert))),
-		Serial:      fmt.Sprintf("%016x", iss.Cert.Serial), Route: t.route.Name,
+		Serial:      fmt.Sprintf("%x", iss.Cert.Serial), Route: t.route.Name,
 	}
 	f := t.fields()
 	f["serial"], f["serial_dec"] = reply.Serial, strconv.FormatUint(iss.Cert.Serial, 10)

@@ -161,7 +161,7 @@ func (s *Server) issue(ctx context.Context, t *target, ttl time.Duration, eph *s
 		return nil, err
 	}
 	c := iss.Cert
-	f["serial"] = fmt.Sprintf("%016x", c.Serial)
+	f["serial"] = fmt.Sprintf("%x", c.Serial)
 	f["serial_dec"] = strconv.FormatUint(c.Serial, 10)
 	f["key_id"] = c.KeyId
 	f["key_fingerprint"] = signer.KeyFingerprint(c)
@@ -590,6 +590,6 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		}
 		return jsonReply(HintReply{Route: r.Name, Principal: p, Error: err.Error()})
 	}
-	reply.Serial = fmt.Sprintf("%016x", e.Cert.Serial)
+	reply.Serial = fmt.Sprintf("%x", e.Cert.Serial)
 	return jsonReply(reply)
 }

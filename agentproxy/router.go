@@ -137,8 +137,17 @@ func (c *conn) dispatch(body []byte) []byte {
 		case msgRequestIdentities:
 			return identitiesAnswer(nil)
 		case msgExtension:
-			if name, _, err := parseExtension(body); err == nil && name == ExtStatus {
+			name, contents, err := parseExtension(body)
+			switch {
+			case err != nil:
+			case name == ExtStatus:
 				return c.handleExtension(body)
+			case name == extSessionBind:
+				// Refused as ssh-agent refuses it while locked, but still
+				// verified and kept: a forwarded channel opened while the
+				// agent is locked must not count as unbound (and so be
+				// allowed to unlock) once it is.
+				c.sessionBind(contents, body)
 			}
 		}
 		c.refuse("agent is locked", t)

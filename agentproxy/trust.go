@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 )
 
 // The agent socket reaches further than the local user: `ssh -A` gives a
@@ -102,7 +103,10 @@ func (c *conn) permit(a action) error {
 // executable the kernel reports (not the process's own name, which it can
 // set).
 func (c *conn) peerIsSSHClient() bool {
-	return c.peer.Exe != "" && filepath.Base(c.peer.Exe) == "ssh"
+	// The kernel adds " (deleted)" to the link of a file removed since it
+	// was started (an upgraded ssh).
+	exe := strings.TrimSuffix(c.peer.Exe, " (deleted)")
+	return exe != "" && filepath.Base(exe) == "ssh"
 }
 
 // isWardenProgram reports whether p runs the same executable file as this

@@ -654,3 +654,28 @@ func TestTargetRefusedRecorded(t *testing.T) {
 		t.Fatalf("target.refused %v, want route db, host db.pinned.test and the pin reason", rec)
 	}
 }
+
+// TestTrustBindWhileLockedStillClassifies: a forwarded channel opened
+// while the agent is locked has its bind refused (as ssh-agent does) but
+// still verified and kept, so it cannot unlock the agent as if it were a
+// local ssh-add.
+func TestTrustBindWhileLockedStillClassifies(t *testing.T) {
+	env := startServer(t, nil)
+	_, local := dial(t, env.socket)
+	if err := local.Lock([]byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	_, fwd := dial(t, env.socket)
+	if err := bind(fwd, newHostKey(t), randomSID(t), true); err == nil {
+		t.Fatal("a bind was accepted while locked")
+	}
+	if err := fwd.Unlock([]byte("pw")); err == nil {
+		t.Fatal("a connection bound for forwarding while locked unlocked the agent")
+	}
+	if !env.srv.isLocked() {
+		t.Fatal("agent unlocked")
+	}
+	if rec := env.rec.last(evRequestRefused); rec == nil || rec["trust"] != "forwarded" {
+		t.Fatalf("request.refused %v, want trust forwarded", rec)
+	}
+}

@@ -63,6 +63,13 @@ type fwdLab struct {
 
 func newFwdLab(t *testing.T, policy string) *fwdLab {
 	t.Helper()
+	return newFwdLabUpstream(t, policy, "none")
+}
+
+// newFwdLabUpstream is newFwdLab with the agent in front of upstream (an
+// agent socket, or "none").
+func newFwdLabUpstream(t *testing.T, policy, upstream string) *fwdLab {
+	t.Helper()
 	needPrograms(t, "ssh", "ssh-keygen")
 	sshdPath(t)
 	l := &fwdLab{user: loginUser(t), e: newTestEnv(t)}
@@ -102,7 +109,7 @@ policy:
   path: %[3]s
 known_hosts: [%[4]q]
 `, l.user, fwdKeyField(l.target.hostPub), policyPath, filepath.Join(e.dir, "no-such-known-hosts")))
-	l.a = startAgent(t, e, nil, "--upstream", "none")
+	l.a = startAgent(t, e, nil, "--upstream", upstream)
 	for _, s := range []*sshdProc{l.bastion, l.target} {
 		writeFile(t, filepath.Join(s.dir, "ca.pub"), l.a.ca+"\n")
 	}

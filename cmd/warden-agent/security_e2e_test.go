@@ -216,73 +216,73 @@ func TestE2ESecForwardedChannel(t *testing.T) {
 	}
 
 	sock := `"$SSH_AUTH_SOCK"`
-	t.Run("export", func(t *testing.T) {
-		n := len(l.a.audit(t))
-		out := filepath.Join(e.dir, "far-export")
-		r := l.secFar(fmt.Sprintf("%s --socket %s sign --principal %s --host 127.0.0.1 --out %s", wardenExe, sock, l.user, out))
-		if r.code == 0 {
-			t.Errorf("warden-agent sign --out on the far host succeeded: %s", r)
+	// One far shell runs the export, hint and status commands and the
+	// removals (each its own agent connection, so its own forwarded
+	// channel), printing each exit code: one login instead of five.
+	out := filepath.Join(e.dir, "far-export")
+	pubFile := filepath.Join(e.dir, "upstream-key-only.pub")
+	writeFile(t, pubFile, upPub+"\n")
+	n := len(l.a.audit(t))
+	// $$ is the far shell, an ancestor of warden-agent: the hint names the
+	// caller's own process chain, which a local hint may do.
+	far := l.secFar(strings.Join([]string{
+		fmt.Sprintf("%s --socket %s sign --principal %s --host 127.0.0.1 --out %s; echo export=$?", wardenExe, sock, l.user, out),
+		fmt.Sprintf("%s --socket %s hint --ssh-pid $$ --user %s --host 127.0.0.1; echo hint=$?", wardenExe, sock, l.user),
+		fmt.Sprintf("%s --socket %s status --json; echo status=$?", wardenExe, sock),
+		"ssh-add -d " + pubFile + "; echo remove=$?",
+		"ssh-add -D; echo remove-all=$?",
+	}, "; "))
+	codes := map[string]string{}
+	for _, line := range nonEmptyLines(far.stdout) {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			codes[k] = v
 		}
+	}
+	farRecs := secRecordsSince(t, l.a, n)
+	for _, step := range []string{"export", "hint", "status", "remove", "remove-all"} {
+		if c, ok := codes[step]; !ok || c == "0" {
+			t.Errorf("far host %s: want a failure exit code, got %q: %s", step, c, far)
+		}
+	}
+	t.Run("export", func(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, "id_ed25519")); err == nil {
 			t.Errorf("the far host wrote a private key to %s", out)
 		}
-		recs := secRecordsSince(t, l.a, n)
-		if got := secRefused(recs, agentproxy.ExtSignCert); len(got) != 1 || got[0].str("trust") != "forwarded" {
-			t.Errorf("want one request.refused for %s with trust forwarded, got %v", agentproxy.ExtSignCert, events(recs, "request.refused"))
+		if got := secRefused(farRecs, agentproxy.ExtSignCert); len(got) != 1 || got[0].str("trust") != "forwarded" {
+			t.Errorf("want one request.refused for %s with trust forwarded, got %v", agentproxy.ExtSignCert, events(farRecs, "request.refused"))
 		}
-		secNoWardenUse(t, recs, l.forwardedConns(recs))
-		if got := events(recs, "cert.issued"); len(got) != 0 {
+		secNoWardenUse(t, farRecs, l.forwardedConns(farRecs))
+		if got := events(farRecs, "cert.issued"); len(got) != 0 {
 			t.Errorf("cert.issued for the refused export: %v", got)
 		}
 	})
 
 	t.Run("hint", func(t *testing.T) {
-		n := len(l.a.audit(t))
-		// $$ is the far shell, an ancestor of warden-agent: the hint names
-		// the caller's own process chain, which a local hint may do.
-		r := l.secFar(fmt.Sprintf("%s --socket %s hint --ssh-pid $$ --user %s --host 127.0.0.1", wardenExe, sock, l.user))
-		if r.code == 0 {
-			t.Errorf("warden-agent hint on the far host was accepted: %s", r)
-		}
-		recs := secRecordsSince(t, l.a, n)
-		if got := secRefused(recs, agentproxy.ExtHint); len(got) != 1 || got[0].str("trust") != "forwarded" {
-			t.Errorf("want one request.refused for %s with trust forwarded, got %v", agentproxy.ExtHint, events(recs, "request.refused"))
+		if got := secRefused(farRecs, agentproxy.ExtHint); len(got) != 1 || got[0].str("trust") != "forwarded" {
+			t.Errorf("want one request.refused for %s with trust forwarded, got %v", agentproxy.ExtHint, events(farRecs, "request.refused"))
 		}
 	})
 
 	t.Run("status", func(t *testing.T) {
-		n := len(l.a.audit(t))
-		r := l.secFar(fmt.Sprintf("%s --socket %s status --json", wardenExe, sock))
-		if r.code == 0 || strings.Contains(r.stdout, "{") {
-			t.Errorf("warden-agent status on the far host answered: %s", r)
+		if strings.Contains(far.stdout, "{") {
+			t.Errorf("warden-agent status on the far host answered: %s", far)
 		}
-		recs := secRecordsSince(t, l.a, n)
-		if got := secRefused(recs, agentproxy.ExtStatus); len(got) != 1 || got[0].str("trust") != "forwarded" {
-			t.Errorf("want one request.refused for %s with trust forwarded, got %v", agentproxy.ExtStatus, events(recs, "request.refused"))
+		if got := secRefused(farRecs, agentproxy.ExtStatus); len(got) != 1 || got[0].str("trust") != "forwarded" {
+			t.Errorf("want one request.refused for %s with trust forwarded, got %v", agentproxy.ExtStatus, events(farRecs, "request.refused"))
 		}
 	})
 
 	t.Run("remove", func(t *testing.T) {
-		n := len(l.a.audit(t))
-		pubFile := filepath.Join(e.dir, "upstream-key-only.pub")
-		writeFile(t, pubFile, upPub+"\n")
-		if r := l.secFar("ssh-add -d " + pubFile); r.code == 0 {
-			t.Errorf("ssh-add -d on the far host removed a key: %s", r)
-		}
-		if r := l.secFar("ssh-add -D"); r.code == 0 {
-			t.Errorf("ssh-add -D on the far host succeeded: %s", r)
-		}
 		if !containsFP(e.listed(up.socket), fingerprint(t, upPub)) {
 			t.Errorf("the upstream agent lost its key through the forwarded channel: %q", e.listed(up.socket))
 		}
-		recs := secRecordsSince(t, l.a, n)
 		for _, typ := range []int{secMsgRemoveOne, secMsgRemoveAll} {
-			got := events(recs, "request.refused", "type", fmt.Sprint(typ), "trust", "forwarded")
+			got := events(farRecs, "request.refused", "type", fmt.Sprint(typ), "trust", "forwarded")
 			if len(got) != 1 {
-				t.Errorf("want one request.refused of type %d with trust forwarded, got %v", typ, events(recs, "request.refused"))
+				t.Errorf("want one request.refused of type %d with trust forwarded, got %v", typ, events(farRecs, "request.refused"))
 			}
 		}
-		if got := events(recs, "key.removed"); len(got) != 0 {
+		if got := events(farRecs, "key.removed"); len(got) != 0 {
 			t.Errorf("key.removed through the forwarded channel: %v", got)
 		}
 	})

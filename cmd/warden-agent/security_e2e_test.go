@@ -733,8 +733,21 @@ func probeAgent(sc *ssh.ServerConn, user string, restricted, plain, cert ssh.Pub
 	_, err = ag.Sign(plain, faultUserauthData(sid, user, plain, hostKey))
 	p.PlainSigned = err == nil
 	if cert != nil {
+		// As a hostbound login to this server, and as a plain publickey
+		// one (what a client without hostbound sends).
 		_, err = ag.Sign(cert, faultUserauthData(sid, user, cert, hostKey))
 		p.CertSigned = err == nil
+		_, err = ag.Sign(cert, ssh.Marshal(struct {
+			SessionID []byte
+			Type      byte
+			User      string
+			Service   string
+			Method    string
+			Sign      bool
+			Algo      string
+			Key       []byte
+		}{sid, 50, user, "ssh-connection", "publickey", true, cert.Type(), cert.Marshal()}))
+		p.CertSigned = p.CertSigned || err == nil
 	}
 	_, p.Status = ag.Extension(agentproxy.ExtStatus, []byte("{}"))
 	_, p.SignCert = ag.Extension(agentproxy.ExtSignCert, []byte(fmt.Sprintf(`{"principal":%q,"host":"127.0.0.1","export_key":true}`, user)))

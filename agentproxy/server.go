@@ -52,8 +52,9 @@ type FieldsRecorder interface {
 type AuthRequest struct {
 	Subject   string // the local user
 	Principal string
-	User      string // the remote user, when known
-	Host      string // the target host, when known
+	User      string   // the remote user, when known
+	Host      string   // the target host, when known
+	Hosts     []string // names resolved for the bound host key
 	Route     string
 	Callers   []Process // nearest first
 	Forwarded bool
@@ -67,6 +68,36 @@ type AuthDecision struct {
 	Reason string
 	// MaxTTL caps the certificate lifetime when non-zero.
 	MaxTTL time.Duration
+	// Confirmed is set when a person confirmed (a confirm rule).
+	Confirmed bool
+	// Gate is the decision service's answer: "" when not asked, "allow"
+	// or "deny"; GateReason its reason, or why asking it failed.
+	Gate       string
+	GateReason string
+	// FailOpen is set when the gate could not be asked and its on_error
+	// allowed the request anyway.
+	FailOpen bool
+}
+
+// addTo writes the decision into an audit record: the deciding rule, the
+// confirmation and the gate's answer, so that every allow says why.
+func (d *AuthDecision) addTo(f map[string]any) {
+	f["rule"] = d.Rule
+	if d.Reason != "" {
+		f["decision"] = d.Reason
+	}
+	if d.Confirmed {
+		f["confirmed"] = true
+	}
+	if d.Gate != "" {
+		f["gate"] = d.Gate
+		if d.GateReason != "" {
+			f["gate_reason"] = d.GateReason
+		}
+	}
+	if d.FailOpen {
+		f["gate_fail_open"] = true
+	}
 }
 
 // Authorizer decides AuthRequests. It may prompt (confirm) or call a

@@ -94,7 +94,8 @@ func (s *Server) exportCert(ctx context.Context, t *target) ([]byte, error) {
 	if !d.Allow {
 		err := &PolicyDeniedError{Decision: d}
 		f := t.fields()
-		f["error"], f["rule"] = err.Error(), d.Rule
+		d.addTo(f)
+		f["error"] = err.Error()
 		s.stats.IssueFailed.Add(1)
 		_ = s.record(ctx, evIssueFailed, f)
 		return fail(err.Error())

@@ -94,7 +94,8 @@ func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
 	if !dec.Allow {
 		err := &PolicyDeniedError{Decision: dec}
 		f := t.fields()
-		f["error"], f["rule"] = err.Error(), dec.Rule
+		dec.addTo(f)
+		f["error"] = err.Error()
 		s.stats.IssueFailed.Add(1)
 		_ = s.record(ctx, evIssueFailed, f)
 		return nil, err
@@ -139,6 +140,9 @@ func (s *Server) issue(ctx context.Context, t *target, ttl time.Duration, eph *s
 	start := s.cfg.Now()
 	iss, err := s.cfg.Issuer.Issue(ctx, req)
 	f := t.fields()
+	if t.decided != nil {
+		t.decided.addTo(f)
+	}
 	f["ttl"] = ttl.String()
 	f["issuer"] = s.cfg.Issuer.Kind()
 	took := s.cfg.Now().Sub(start)

@@ -112,7 +112,7 @@ func statusExtra(iss signer.Issuer, health *healthSampler, src *sources, rec aud
 		if src.catStore != nil {
 			w.Catalog = fileStatusOf(src.catStore.Path(), src.catStore.Hash(), src.catStore.LoadedAt(), src.catStore.LastError())
 		}
-		if src.polStore != nil {
+		if src.polStore != nil && (src.polStore.Hash() != "" || src.polStore.LastError() != nil) { // Hash "": the default path, no file yet
 			w.Policy = fileStatusOf(src.polStore.Path(), src.polStore.Hash(), src.polStore.LoadedAt(), src.polStore.LastError())
 		}
 		a := rec.log.Status()

@@ -955,7 +955,6 @@ func secExampleRule(t *testing.T, name string) string {
 // known_hosts. Nothing is issued or used for prod; the refusal names the
 // rule.
 func TestE2ESecForwardedProdDenied(t *testing.T) {
-	t.Skip("waits for the catalog/policy work (issue 12 item 5): on c9309a2 the forwarded prod login succeeds in both variants")
 	t.Parallel()
 	policy := "rules:\n" + secExampleRule(t, "no-forwarded-prod") + `
   - name: allow-rest

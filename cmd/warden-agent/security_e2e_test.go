@@ -186,6 +186,88 @@ func (l *fwdLab) secFar(command string) result {
 	return l.e.run(nil, "ssh", "-A", "-F", l.cfg, l.user+"@bastion", command)
 }
 
+// secFarUnlock: the far shell is logged in before the agent is locked (a
+// locked agent lists no certificate for the bastion login); it waits for a
+// flag, then runs ssh-add -X with the right passphrase, which must not
+// unlock. The outer ssh is sshBin; with deleteBin, its file is removed
+// once the session is up.
+func secFarUnlock(t *testing.T, l *fwdLab, sshBin string, deleteBin bool) {
+	e := l.e
+	askpass := filepath.Join(e.dir, "far-askpass")
+	writeFile(t, askpass, "#!/bin/sh\necho far-pass\n")
+	os.Chmod(askpass, 0o700)
+	flag := filepath.Join(e.dir, fmt.Sprintf("far-unlock-flag-%d", time.Now().UnixNano()))
+	cmd := exec.Command(sshBin, "-A", "-F", l.cfg, l.user+"@bastion", fmt.Sprintf(
+		"echo ready; while [ ! -e %s ]; do sleep 0.1; done; SSH_ASKPASS=%s SSH_ASKPASS_REQUIRE=force ssh-add -X </dev/null; echo code=$?",
+		flag, askpass))
+	cmd.Env = e.environ()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "ready" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the far shell did not start: %q\n%s", sc.Text(), stderr.String())
+	}
+	if deleteBin {
+		// As after a package upgrade: the running ssh's executable is
+		// gone, and /proc/PID/exe reads "PATH (deleted)".
+		if err := os.Remove(sshBin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(l.a.audit(t))
+	local, err := net.Dial("unix", l.a.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	ag := agent.NewClient(local)
+	if err := ag.Lock([]byte("far-pass")); err != nil {
+		t.Fatalf("lock the agent locally: %v", err)
+	}
+	writeFile(t, flag, "")
+	var rest strings.Builder
+	go func() {
+		defer close(done)
+		for sc.Scan() {
+			rest.WriteString(sc.Text() + "\n")
+		}
+	}()
+	<-done
+	cmd.Wait()
+	if !strings.Contains(rest.String(), "code=") || strings.Contains(rest.String(), "code=0") {
+		t.Errorf("ssh-add -X on the far host: want a failure, got %q\n%s", rest.String(), stderr.String())
+	}
+	// Still locked: the local unlock with the same passphrase works.
+	if err := ag.Unlock([]byte("far-pass")); err != nil {
+		t.Errorf("the agent was no longer locked after the far host's ssh-add -X: %v", err)
+	}
+	recs := secRecordsSince(t, l.a, n)
+	got := events(recs, "request.refused", "type", fmt.Sprint(secMsgUnlock))
+	if len(got) != 1 {
+		t.Fatalf("want one request.refused for the far unlock, got %v", events(recs, "request.refused"))
+	}
+	// A locked agent takes no session-bind (as ssh-agent), so the
+	// channel is unbound; it is refused as the ssh client's connection.
+	if tr := got[0].str("trust"); tr != "forwarded" && !(tr == "unbound" && strings.Contains(got[0].str("reason"), "ssh client")) {
+		t.Errorf("request.refused for the unlock %v: want trust forwarded, or unbound for the ssh client", got[0])
+	}
+	if got := events(recs, "agent.unlocked"); len(got) != 1 {
+		t.Errorf("want one agent.unlocked (the local one), got %v", got)
+	}
+}
+
 // TestE2ESecForwardedChannel (issue 12, "Must show"): from the far host
 // of a real `ssh -A` into a real sshd, a forwarded channel cannot export
 // a key (`warden-agent sign --out`), send a hint, read status, unlock,
@@ -287,76 +369,26 @@ func TestE2ESecForwardedChannel(t *testing.T) {
 		}
 	})
 
-	t.Run("unlock", func(t *testing.T) {
-		// The far shell is logged in before the agent is locked (a locked
-		// agent lists no certificate for the bastion login); it waits for
-		// flag, then runs ssh-add -X with the right passphrase.
-		askpass := filepath.Join(e.dir, "far-askpass")
-		writeFile(t, askpass, "#!/bin/sh\necho far-pass\n")
-		os.Chmod(askpass, 0o700)
-		flag := filepath.Join(e.dir, "far-unlock-flag")
-		cmd := exec.Command("ssh", "-A", "-F", l.cfg, l.user+"@bastion", fmt.Sprintf(
-			"echo ready; while [ ! -e %s ]; do sleep 0.1; done; SSH_ASKPASS=%s SSH_ASKPASS_REQUIRE=force ssh-add -X </dev/null; echo code=$?",
-			flag, askpass))
-		cmd.Env = e.environ()
-		stdout, err := cmd.StdoutPipe()
+	t.Run("unlock", func(t *testing.T) { secFarUnlock(t, l, "ssh", false) })
+
+	// An ssh whose executable was replaced during the session (a package
+	// upgrade): /proc/PID/exe reads "PATH (deleted)". A locked agent
+	// takes no bind, so its forwarded channel is unbound, and
+	// peerIsSSHClient, comparing the base name, no longer knows it.
+	t.Run("unlock-upgraded-ssh", func(t *testing.T) {
+		t.Skip("fails on main 89e6694: the far host unlocks the locked agent (agentproxy/trust.go peerIsSSHClient; see the sece2e report)")
+		ssh, err := exec.LookPath("ssh")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var stderr syncBuffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
+		bin := filepath.Join(e.dir, "upgraded", "ssh")
+		if err := os.MkdirAll(filepath.Dir(bin), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan struct{})
-		timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
-		defer timer.Stop()
-		sc := bufio.NewScanner(stdout)
-		if !sc.Scan() || sc.Text() != "ready" {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("the far shell did not start: %q\n%s", sc.Text(), stderr.String())
-		}
-		n := len(l.a.audit(t))
-		local, err := net.Dial("unix", l.a.socket)
-		if err != nil {
+		if err := copyFile(ssh, bin); err != nil {
 			t.Fatal(err)
 		}
-		defer local.Close()
-		ag := agent.NewClient(local)
-		if err := ag.Lock([]byte("far-pass")); err != nil {
-			t.Fatalf("lock the agent locally: %v", err)
-		}
-		writeFile(t, flag, "")
-		var rest strings.Builder
-		go func() {
-			defer close(done)
-			for sc.Scan() {
-				rest.WriteString(sc.Text() + "\n")
-			}
-		}()
-		<-done
-		cmd.Wait()
-		if !strings.Contains(rest.String(), "code=") || strings.Contains(rest.String(), "code=0") {
-			t.Errorf("ssh-add -X on the far host: want a failure, got %q\n%s", rest.String(), stderr.String())
-		}
-		// Still locked: the local unlock with the same passphrase works.
-		if err := ag.Unlock([]byte("far-pass")); err != nil {
-			t.Errorf("the agent was no longer locked after the far host's ssh-add -X: %v", err)
-		}
-		recs := secRecordsSince(t, l.a, n)
-		got := events(recs, "request.refused", "type", fmt.Sprint(secMsgUnlock))
-		if len(got) != 1 {
-			t.Fatalf("want one request.refused for the far unlock, got %v", events(recs, "request.refused"))
-		}
-		// A locked agent takes no session-bind (as ssh-agent), so the
-		// channel is unbound; it is refused as the ssh client's connection.
-		if tr := got[0].str("trust"); tr != "forwarded" && !(tr == "unbound" && strings.Contains(got[0].str("reason"), "ssh client")) {
-			t.Errorf("request.refused for the unlock %v: want trust forwarded, or unbound for the ssh client", got[0])
-		}
-		if got := events(recs, "agent.unlocked"); len(got) != 1 {
-			t.Errorf("want one agent.unlocked (the local one), got %v", got)
-		}
+		secFarUnlock(t, l, bin, true)
 	})
 
 	t.Run("other-host", func(t *testing.T) {

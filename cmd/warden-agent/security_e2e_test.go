@@ -210,7 +210,6 @@ func secFarUnlock(t *testing.T, l *fwdLab, sshBin string, deleteBin bool) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
 	timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
 	defer timer.Stop()
 	sc := bufio.NewScanner(stdout)
@@ -238,13 +237,9 @@ func secFarUnlock(t *testing.T, l *fwdLab, sshBin string, deleteBin bool) {
 	}
 	writeFile(t, flag, "")
 	var rest strings.Builder
-	go func() {
-		defer close(done)
-		for sc.Scan() {
-			rest.WriteString(sc.Text() + "\n")
-		}
-	}()
-	<-done
+	for sc.Scan() { // ends when ssh exits, or the timer kills it
+		rest.WriteString(sc.Text() + "\n")
+	}
 	cmd.Wait()
 	if !strings.Contains(rest.String(), "code=") || strings.Contains(rest.String(), "code=0") {
 		t.Errorf("ssh-add -X on the far host: want a failure, got %q\n%s", rest.String(), stderr.String())

@@ -63,6 +63,29 @@ type fwdLab struct {
 
 func newFwdLab(t *testing.T, policy string) *fwdLab {
 	t.Helper()
+	return newFwdLabOpts(t, policy, fwdOpts{})
+}
+
+// fwdOpts varies the lab: the agent's upstream (an agent socket; default
+// none), the target's route (YAML list items for agent.yaml given the
+// lab's user and target sshd; default fwd-target pinning the target's
+// host key) and warden's known_hosts file's contents.
+type fwdOpts struct {
+	upstream    string
+	targetRoute func(user string, target *sshdProc) string
+	knownHosts  func(target *sshdProc) string
+}
+
+func newFwdLabOpts(t *testing.T, policy string, o fwdOpts) *fwdLab {
+	t.Helper()
+	if o.upstream == "" {
+		o.upstream = "none"
+	}
+	if o.targetRoute == nil {
+		o.targetRoute = func(user string, target *sshdProc) string {
+			return fmt.Sprintf("  - name: fwd-target\n    host_keys: [%q]\n    principals: [%q]\n    ttl: 5m\n", fwdKeyField(target.hostPub), user)
+		}
+	}
 	needPrograms(t, "ssh", "ssh-keygen")
 	sshdPath(t)
 	l := &fwdLab{user: loginUser(t), e: newTestEnv(t)}
@@ -81,6 +104,11 @@ func newFwdLab(t *testing.T, policy string) *fwdLab {
 		t.Fatal("the two sshd's share a host key")
 	}
 
+	wardenKH := filepath.Join(e.dir, "no-such-known-hosts")
+	if o.knownHosts != nil {
+		wardenKH = filepath.Join(e.dir, "warden_known_hosts")
+		writeFile(t, wardenKH, o.knownHosts(l.target))
+	}
 	policyPath := filepath.Join(e.dir, "policy.yaml")
 	writeFile(t, policyPath, policy)
 	// The bastion's certificate must carry permit-agent-forwarding, or its
@@ -94,15 +122,11 @@ func newFwdLab(t *testing.T, policy string) *fwdLab {
     extensions:
       permit-pty: ""
       permit-agent-forwarding: ""
-  - name: fwd-target
-    host_keys: [%[2]q]
-    principals: [%[1]q]
-    ttl: 5m
-policy:
+%[2]spolicy:
   path: %[3]s
 known_hosts: [%[4]q]
-`, l.user, fwdKeyField(l.target.hostPub), policyPath, filepath.Join(e.dir, "no-such-known-hosts")))
-	l.a = startAgent(t, e, nil, "--upstream", "none")
+`, l.user, o.targetRoute(l.user, l.target), policyPath, wardenKH))
+	l.a = startAgent(t, e, nil, "--upstream", o.upstream)
 	for _, s := range []*sshdProc{l.bastion, l.target} {
 		writeFile(t, filepath.Join(s.dir, "ca.pub"), l.a.ca+"\n")
 	}

@@ -41,6 +41,11 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "TestMain:", err)
 		return 1
 	}
+	// WARDEN_E2E_EXE runs the end-to-end tests against another build of
+	// warden-agent (an older commit, to see which tests fail there).
+	if other := os.Getenv("WARDEN_E2E_EXE"); other != "" {
+		self = other
+	}
 	// A hard link (or a copy), not a symlink: `warden-agent ssh-config`
 	// writes its own path with symlinks resolved into the Match exec line,
 	// and through a symlink that would be the test binary's own name, which

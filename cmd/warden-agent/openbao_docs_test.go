@@ -284,7 +284,9 @@ func TestOpenBaoDocServerSide(t *testing.T) {
 	cfgApp := filepath.Join(e.dir, "approle.yaml")
 	os.WriteFile(cfgApp, []byte("signer:\n  kind: openbao\n  openbao:\n    address: "+tg.Address+"\n    approle:\n      role_id: "+roleID+
 		"\n      secret_id_file: "+filepath.Join(etc, "warden", "secret-id")+"\n"+routes), 0o600)
-	startAgent(t, e, nil, "--config", cfgApp, "--upstream", "none", "--socket", filepath.Join(e.dir, "app.sock"))
+	// A second agent beside the first: its own state directory (one agent
+	// per state directory, TestE2ESecondAgentRefused).
+	startAgent(t, e, []string{"XDG_STATE_HOME=" + filepath.Join(e.dir, "state-approle")}, "--config", cfgApp, "--upstream", "none", "--socket", filepath.Join(e.dir, "app.sock"))
 	if r := e.warden("sign", "--config", cfgApp, "--socket", filepath.Join(e.dir, "app.sock"), "--principal", user, "--host", "127.0.0.1"); r.code != 0 {
 		t.Fatalf("sign with the doc's AppRole: %s", r)
 	}

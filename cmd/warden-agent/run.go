@@ -18,6 +18,7 @@ import (
 
 	"github.com/netkingdom/ops-warden/agentproxy"
 	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/internal/harden"
 )
 
 func runCommand() *cli.Command {
@@ -43,6 +44,10 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 }
 
 func runAgent(c *cli.Context) error {
+	// Before any key or token is in memory: no debugger, no core file.
+	if err := harden.Process(); err != nil {
+		return fmt.Errorf("%w; the agent does not run without this protection", err)
+	}
 	// Catch signals before the socket exists: a SIGTERM sent as soon as the
 	// banner appears must still stop the agent cleanly.
 	sigs := make(chan os.Signal, 1)
@@ -134,6 +139,12 @@ func runAgent(c *cli.Context) error {
 	ln, err := agentproxy.SystemdListener()
 	if err != nil {
 		return err
+	}
+	if ln == nil {
+		// macOS: the socket of the plist's Sockets key (install-service).
+		if ln, err = agentproxy.LaunchdListener(launchdSocketName); err != nil {
+			return err
+		}
 	}
 	if ln == nil {
 		if ln, err = agentproxy.Listen(cfg.Socket); err != nil {

@@ -113,7 +113,7 @@ func privateDir(socket string) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
 		return fmt.Errorf("socket directory %s belongs to uid %d, not to us (uid %d); choose another --socket", dir, st.Uid, os.Getuid())
 	}
-	if perm := fi.Mode() & (fs.ModePerm | fs.ModeSticky); perm&0o077 != 0 || perm&fs.ModeSticky != 0 {
+	if fi.Mode().Perm()&0o077 != 0 {
 		return fmt.Errorf("socket directory %s has mode %04o: other users could reach the socket, and warden-agent does not change a directory it did not create;"+
 			" put the socket in a directory of its own (--socket %s) or run `chmod 700 %s` if the directory is yours alone",
 			dir, unixMode(fi.Mode()), filepath.Join(dir, "warden", filepath.Base(socket)), dir)

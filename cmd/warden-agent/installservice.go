@@ -73,6 +73,8 @@ StateDirectoryMode=0700
 
 # Hardening.
 UMask=0177
+# No core file (the agent also sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0).
+LimitCORE=0
 NoNewPrivileges=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 ProtectSystem=strict

@@ -81,10 +81,12 @@ release-check:
 ## cross-check: vet every package and build its test binary for macOS and FreeBSD
 CROSS_TARGETS ?= darwin/arm64 darwin/amd64 freebsd/amd64
 cross-check:
-	@set -e; for t in $(CROSS_TARGETS); do \
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for t in $(CROSS_TARGETS); do \
 	  os=$${t%/*}; arch=$${t#*/}; echo "vet and test binaries for $$os/$$arch"; \
 	  GOOS=$$os GOARCH=$$arch $(GO) vet $(PKGS); \
-	  for p in $$($(GO) list $(PKGS)); do GOOS=$$os GOARCH=$$arch $(GO) test -c -o /dev/null $$p; done; \
+	  GOOS=$$os GOARCH=$$arch $(GO) test -c -o "$$tmp/" $(PKGS) >/dev/null; \
+	  GOOS=$$os GOARCH=$$arch CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/...; \
 	done
 
 ## bench: side-by-side benchmarks against ssh-agent (bench/results/; see docs/performance.md)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The Linux process table against real processes: a child and a
@@ -33,6 +34,17 @@ func TestProcfsRealProcesses(t *testing.T) {
 	t.Cleanup(func() { syscallKill(grandchild) })
 	child, self := cmd.Process.Pid, os.Getpid()
 	procs := systemProcs("/proc")
+	// The shell forks first and execs sleep a moment later.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if p, err := procs.proc(grandchild); err == nil && p.Name == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the grandchild never became sleep")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	if !isDescendant(procs, child, self) || !isDescendant(procs, grandchild, self) || !isDescendant(procs, grandchild, child) {
 		t.Error("child and grandchild must be descendants of this process, the grandchild of the child")

@@ -111,3 +111,6 @@ var selfExecutable = sync.OnceValues(func() (os.FileInfo, error) {
 	}
 	return os.Stat(exe)
 })
+
+// peerIdentitySource is reported in status.
+const peerIdentitySource = "LOCAL_PEERCRED uid, LOCAL_PEERPID pid, sysctl kern.proc and kern.procargs2 for exe and parents"

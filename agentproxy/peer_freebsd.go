@@ -107,3 +107,6 @@ var selfExecutable = sync.OnceValues(func() (os.FileInfo, error) {
 	}
 	return os.Stat(exe)
 })
+
+// peerIdentitySource is reported in status.
+const peerIdentitySource = "LOCAL_PEERCRED uid and cr_pid (pid 0 before FreeBSD 13), sysctl kern.proc for exe and parents"

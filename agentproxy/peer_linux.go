@@ -93,3 +93,6 @@ func statExecutable(procRoot string, pid int) (os.FileInfo, error) {
 var selfExecutable = sync.OnceValues(func() (os.FileInfo, error) {
 	return os.Stat("/proc/self/exe")
 })
+
+// peerIdentitySource is reported in status.
+const peerIdentitySource = "SO_PEERCRED uid and pid (pid 0 from another pid namespace), /proc for exe and parents"

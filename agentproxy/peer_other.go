@@ -24,3 +24,6 @@ func (noProcs) proc(int) (procInfo, error)            { return procInfo{}, errNo
 func (noProcs) args(int) ([]string, error)            { return nil, errNoProcInfo }
 func statExecutable(string, int) (os.FileInfo, error) { return nil, errNoProcInfo }
 func selfExecutable() (os.FileInfo, error)            { return nil, errNoProcInfo }
+
+// peerIdentitySource is reported in status.
+const peerIdentitySource = "none on this platform: every connection is refused"

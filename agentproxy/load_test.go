@@ -327,7 +327,7 @@ func TestFaultDescriptorExhaustionPausesAcceptAndRecovers(t *testing.T) {
 	t.Cleanup(func() { release(); restore() })
 
 	lim := orig
-	lim.Cur = uint64(openFDs(t) + 64)
+	setRlimit(&lim.Cur, openFDs(t)+64)
 	if lim.Cur > orig.Cur {
 		t.Skipf("descriptor limit %d already low", orig.Cur)
 	}
@@ -780,3 +780,7 @@ func TestFaultUpstreamMisbehaves(t *testing.T) {
 		})
 	}
 }
+
+// setRlimit sets an rlimit field, uint64 on Linux and macOS, int64 on
+// FreeBSD.
+func setRlimit[T ~int64 | ~uint64](p *T, n int) { *p = T(n) }

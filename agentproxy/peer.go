@@ -1,17 +1,18 @@
 package agentproxy
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 )
 
-// Peer is the process at the other end of a connection, read best effort
-// from /proc: pid and uid come from the kernel (SO_PEERCRED) and are
-// reliable; exe and the parent chain are for the audit record.
+// Peer is the process at the other end of a connection. Pid and uid come
+// from the kernel at connect time (SO_PEERCRED on Linux, LOCAL_PEERCRED and
+// LOCAL_PEERPID on macOS, LOCAL_PEERCRED on FreeBSD); exe and the parent
+// chain are read from the process table afterwards, best effort. A Pid of
+// 0 means the platform could not say: every rule that needs the pid (hint
+// correlation, descendant and executable checks) then fails closed.
 type Peer struct {
 	Pid int
 	Uid int
@@ -23,14 +24,42 @@ type Peer struct {
 // Process is one link of a parent chain.
 type Process struct {
 	Pid  int
-	Name string // comm
+	Name string // the kernel's short command name (comm)
 	Exe  string
 }
 
-// maxChain bounds how far up the parent chain we walk.
-const maxChain = 8
+// procInfo is what a process table tells about one running process.
+type procInfo struct {
+	Name string
+	Exe  string // "" when the platform does not say (another user's process)
+	Ppid int
+	// Start identifies this process among all that ever had its pid: equal
+	// for the same process, different after the pid is reused. Its unit is
+	// the platform's (clock ticks on Linux, microseconds on the BSDs).
+	Start uint64
+}
 
-// readPeer fills a Peer from /proc.
+// procTable looks running processes up by pid. The platform files provide
+// systemProcs (/proc on Linux, sysctl kern.proc on macOS and FreeBSD);
+// tests use a map. A Windows table (process snapshot APIs) fits the same
+// two methods.
+type procTable interface {
+	proc(pid int) (procInfo, error)
+	args(pid int) ([]string, error)
+}
+
+// errNoProcInfo is the answer of a platform that has no process table.
+var errNoProcInfo = errors.New("process information is not available on this platform")
+
+// maxChain bounds how far up the parent chain we walk for the audit
+// record; maxAncestry bounds the descendant check.
+const (
+	maxChain    = 8
+	maxAncestry = 64
+)
+
+// readPeer fills a Peer from the system's process table. procRoot is the
+// /proc mount on Linux and is ignored elsewhere.
 func readPeer(procRoot string, pid, uid int) Peer {
 	p := Peer{Pid: pid, Uid: uid}
 	p.Chain = processChain(procRoot, pid)
@@ -42,67 +71,118 @@ func readPeer(procRoot string, pid, uid int) Peer {
 
 // processChain returns pid and its ancestors up to init, nearest first.
 func processChain(procRoot string, pid int) []Process {
+	return chainOf(systemProcs(procRoot), pid)
+}
+
+// chainOf walks the parent pids in t from pid, nearest first; a process
+// it cannot read ends the chain.
+func chainOf(t procTable, pid int) []Process {
 	var chain []Process
 	for i := 0; i < maxChain && pid > 1; i++ {
-		name, ppid, err := statOf(procRoot, pid)
+		p, err := t.proc(pid)
 		if err != nil {
 			break
 		}
-		exe, _ := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "exe"))
-		chain = append(chain, Process{Pid: pid, Name: name, Exe: exe})
-		pid = ppid
+		chain = append(chain, Process{Pid: pid, Name: p.Name, Exe: p.Exe})
+		pid = p.Ppid
 	}
 	return chain
 }
 
-// statOf parses /proc/PID/stat for the command name and parent pid. The
-// name is in parentheses and may itself contain spaces or parentheses, so
-// the fields after it are found from the last ')'.
-func statOf(procRoot string, pid int) (name string, ppid int, err error) {
-	data, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return "", 0, err
-	}
-	open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
-	if open < 0 || end < open {
-		return "", 0, fmt.Errorf("malformed stat for pid %d", pid)
-	}
-	name = string(data[open+1 : end])
-	fields := strings.Fields(string(data[end+1:]))
-	if len(fields) < 2 {
-		return "", 0, fmt.Errorf("malformed stat for pid %d", pid)
-	}
-	ppid, err = strconv.Atoi(fields[1])
-	return name, ppid, err
-}
-
-// startTime returns a process's start time in clock ticks (field 22 of
-// /proc/PID/stat); with the pid it identifies a process even after the
-// pid is reused.
+// startTime returns a process's start time; with the pid it identifies a
+// process even after the pid is reused.
 func startTime(procRoot string, pid int) (uint64, error) {
-	data, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if pid <= 0 {
+		return 0, fmt.Errorf("no pid")
+	}
+	p, err := systemProcs(procRoot).proc(pid)
 	if err != nil {
 		return 0, err
 	}
-	end := bytes.LastIndexByte(data, ')')
-	if end < 0 {
-		return 0, fmt.Errorf("malformed stat for pid %d", pid)
-	}
-	fields := strings.Fields(string(data[end+1:]))
-	// fields[0] is field 3 (state); start time is field 22.
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("malformed stat for pid %d", pid)
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
+	return p.Start, nil
 }
 
-// cmdline returns a process's argv.
+// cmdline returns a process's argv, or nil when it cannot be read.
 func cmdline(procRoot string, pid int) []string {
-	data, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
-	if err != nil || len(data) == 0 {
+	if pid <= 0 {
 		return nil
 	}
-	return strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+	argv, err := systemProcs(procRoot).args(pid)
+	if err != nil {
+		return nil
+	}
+	return argv
+}
+
+// isDescendant reports whether pid is a child, grandchild, … of ancestor
+// in t. A process that cannot be read, a chain longer than maxAncestry,
+// an unknown pid (0) or init as the ancestor all answer false: the
+// check fails closed.
+func isDescendant(t procTable, pid, ancestor int) bool {
+	if pid <= 1 || ancestor <= 1 || pid == ancestor {
+		return false
+	}
+	for i := 0; i < maxAncestry && pid > 1; i++ {
+		p, err := t.proc(pid)
+		if err != nil {
+			return false
+		}
+		if p.Ppid == ancestor {
+			return true
+		}
+		if p.Ppid == pid {
+			return false // a table that loops
+		}
+		pid = p.Ppid
+	}
+	return false
+}
+
+// descendantOf is isDescendant on the system's process table.
+func descendantOf(procRoot string, pid, ancestor int) bool {
+	return isDescendant(systemProcs(procRoot), pid, ancestor)
+}
+
+// sameExecutable reports whether peerExe is the file this program runs
+// from, compared by device and inode (so a symlink or a second path to
+// the same file counts, a copy does not). An empty or unreadable path
+// answers false.
+//
+// The path is resolved when this is called, after the peer connected: on
+// Linux prefer runsThisExecutable, which asks the kernel for the file the
+// peer process maps.
+func sameExecutable(peerExe string) bool {
+	if peerExe == "" {
+		return false
+	}
+	self, err := selfExecutable()
+	if err != nil {
+		return false
+	}
+	fi, err := os.Stat(peerExe)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(self, fi)
+}
+
+// runsThisExecutable reports whether process pid runs from the same file
+// as this program. On Linux it stats /proc/PID/exe, which the kernel
+// resolves to the mapped file even if its path was renamed or replaced;
+// elsewhere it compares the path the process table gives.
+func runsThisExecutable(procRoot string, pid int) bool {
+	if pid <= 1 {
+		return false
+	}
+	self, err := selfExecutable()
+	if err != nil {
+		return false
+	}
+	fi, err := statExecutable(procRoot, pid)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(self, fi)
 }
 
 // ChainString renders the chain as `ssh(4242) ← git(4240) ← zsh(100)`.

@@ -174,9 +174,6 @@ type Server struct {
 	// held through a wrong guess's delay.
 	unlockMu sync.Mutex
 
-	// self is this program's executable, to tell the warden-agent program
-	// from other peers; nil when it cannot be read (nothing then passes).
-	self *fileID
 	// records limits peer-caused audit records across connections.
 	records *audit.Limiter
 	// hintRate limits hints across connections.
@@ -266,9 +263,7 @@ func New(cfg Config) (*Server, error) {
 		// keys still make it into the list.
 		cache: signer.NewCache(signer.CacheOptions{Now: cfg.Now, IssueTimeout: issueTimeout(cfg.ListDeadline)}),
 	}
-	if id, err := executableID(cfg.ProcRoot, os.Getpid()); err == nil {
-		s.self = &id
-	} else {
+	if _, err := selfExecutable(); err != nil {
 		s.log.Warn("cannot identify the agent's own executable: warden's extensions (hint, status, sign) will be refused", "err", err)
 	}
 	return s, nil

@@ -14,26 +14,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Listen creates the agent socket at path: the directory is made (or
-// tightened to) 0700, the socket is 0600. It refuses to start over a socket
-// a live agent answers on and removes a stale one.
+// Listen creates the agent socket at path (mode 0600 from its creation).
+// Its directory must be private to us: a directory Listen creates is made
+// 0700; one that exists must belong to us and allow nobody else in (no
+// group or other permission bits). Listen never changes the mode of a
+// directory it did not create: a socket placed in a shared directory
+// such as /tmp is refused with an error naming the fix, rather than
+// locking every other user out of that directory. It refuses to start
+// over a socket a live agent answers on and removes a stale one.
 func Listen(path string) (*net.UnixListener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("socket directory: %w", err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("socket directory: %w", err)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return nil, fmt.Errorf("socket directory %s belongs to uid %d, not to us (uid %d); choose another --socket", dir, st.Uid, os.Getuid())
-	}
-	if fi.Mode().Perm() != 0o700 {
-		// Others must not even reach the socket file.
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("socket directory: %w", err)
-		}
+	if err := privateDir(path); err != nil {
+		return nil, err
 	}
 	if _, err := os.Lstat(path); err == nil {
 		c, err := net.DialTimeout("unix", path, time.Second)
@@ -93,22 +84,54 @@ func SystemdListener() (*net.UnixListener, error) {
 	return ul, nil
 }
 
-// peerCred reads SO_PEERCRED: the pid and uid of the process at the other
-// end, as the kernel recorded them at connect time.
-func peerCred(c *net.UnixConn) (pid, uid int, err error) {
-	raw, err := c.SyscallConn()
+// privateDir makes the socket's directory (0700) when it is missing, or
+// checks that the existing one is ours and closed to everyone else.
+func privateDir(socket string) error {
+	dir := filepath.Dir(socket)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return fmt.Errorf("socket directory: %w", err)
+	}
+	err := os.Mkdir(dir, 0o700)
+	if err == nil {
+		// Ours: the umask (0177 under the systemd unit) must not leave it
+		// without the search bit.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("socket directory: %w", err)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("socket directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
 	if err != nil {
-		return 0, 0, err
+		return fmt.Errorf("socket directory: %w", err)
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, 0, err
+	if !fi.IsDir() {
+		return fmt.Errorf("socket directory %s is not a directory; choose another --socket", dir)
 	}
-	if credErr != nil {
-		return 0, 0, credErr
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("socket directory %s belongs to uid %d, not to us (uid %d); choose another --socket", dir, st.Uid, os.Getuid())
 	}
-	return int(cred.Pid), int(cred.Uid), nil
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("socket directory %s has mode %04o: other users could reach the socket, and warden-agent does not change a directory it did not create;"+
+			" put the socket in a directory of its own (--socket %s) or run `chmod 700 %s` if the directory is yours alone",
+			dir, unixMode(fi.Mode()), filepath.Join(dir, "warden", filepath.Base(socket)), dir)
+	}
+	return nil
+}
+
+// unixMode is m as chmod(1) writes it (sticky bit included).
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	return u
 }

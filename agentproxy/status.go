@@ -21,6 +21,10 @@ type Status struct {
 	UptimeSec int64     `json:"uptime_seconds"`
 	Socket    string    `json:"socket"`
 	Locked    bool      `json:"locked"`
+	// PeerIdentity names where this platform's peer facts come from and
+	// which it cannot give (docs/platforms.md); rules needing a missing
+	// fact fail closed.
+	PeerIdentity string `json:"peer_identity"`
 
 	Upstream     UpstreamStatus `json:"upstream"`
 	Certificates []CertStatus   `json:"certificates"`
@@ -71,7 +75,7 @@ func (c *conn) status() ([]byte, error) {
 	now := s.cfg.Now()
 	st := Status{
 		Version: s.cfg.Version, Pid: os.Getpid(), StartedAt: s.started, UptimeSec: int64(now.Sub(s.started).Seconds()),
-		Socket: s.cfg.SocketPath, Locked: s.isLocked(),
+		Socket: s.cfg.SocketPath, Locked: s.isLocked(), PeerIdentity: peerIdentitySource,
 		Counters: Counters{
 			Issued: s.stats.Issued.Load(), IssueFailed: s.stats.IssueFailed.Load(), Used: s.stats.Used.Load(),
 			Denied: s.stats.Denied.Load(), UpstreamSigned: s.stats.UpstreamSigned.Load(), RefusedPeers: s.stats.Refused.Load(),

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 )
 
@@ -110,15 +109,13 @@ func (c *conn) peerIsSSHClient() bool {
 }
 
 // isWardenProgram reports whether p runs the same executable file as this
-// agent. The comparison is by the file the kernel maps (device and inode),
-// not by name, so a renamed copy of another program does not pass; a peer
-// whose executable cannot be read does not pass either.
+// agent: the file the kernel maps for the peer process, compared by device
+// and inode with this program's own (read once at start, so an upgrade on
+// disk does not change it). A renamed copy of another program does not
+// pass, and neither does a peer whose executable cannot be read or whose
+// pid the platform does not give.
 func (s *Server) isWardenProgram(p Peer) bool {
-	if s.self == nil || p.Pid <= 0 {
-		return false
-	}
-	id, err := executableID(s.cfg.ProcRoot, p.Pid)
-	return err == nil && id == *s.self
+	return runsThisExecutable(s.cfg.ProcRoot, p.Pid)
 }
 
 // isSelfOrDescendant reports whether the ssh pid a hint names is the
@@ -126,7 +123,10 @@ func (s *Server) isWardenProgram(p Peer) bool {
 // shell, so the hint command is ssh's child or grandchild. A process can
 // therefore speak only for its own ssh, never switch another one's route.
 func (c *conn) isSelfOrDescendant(sshPid int) bool {
-	return slices.ContainsFunc(c.peer.Chain, func(p Process) bool { return p.Pid == sshPid })
+	if c.peer.Pid <= 1 {
+		return false // the platform gave no pid: fail closed
+	}
+	return sshPid == c.peer.Pid || descendantOf(c.s.cfg.ProcRoot, c.peer.Pid, sshPid)
 }
 
 func orUnknown(s string) string {

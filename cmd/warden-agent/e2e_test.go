@@ -994,17 +994,29 @@ func TestE2EUpstreamKilledBeforeFirstLogin(t *testing.T) {
 	}
 }
 
-// TestE2ESocket: the socket is 0600 in a 0700 directory; a second agent
-// refuses to start over a live one; a stale socket file is replaced.
+// TestE2ESocket: the socket is 0600 in a 0700 directory; a directory the
+// agent did not create and others can enter is refused, not chmodded; a
+// second agent refuses to start over a live one; a stale socket file is
+// replaced.
 func TestE2ESocket(t *testing.T) {
 	e := newTestEnv(t)
 
-	// A directory made too open beforehand is tightened.
-	dir := filepath.Join(e.dir, "sock")
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	// A directory made too open beforehand is refused and left as it is.
+	open := filepath.Join(e.dir, "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(dir, 0o755) // past the umask
+	os.Chmod(open, 0o755) // past the umask
+	r := e.warden("run", "--upstream", "none", "--socket", filepath.Join(open, "agent.sock"))
+	if r.code == 0 || !strings.Contains(r.stderr, "has mode 0755") || !strings.Contains(r.stderr, "chmod 700") {
+		t.Errorf("agent in a 0755 directory: want a refusal naming the fix, got %s", r)
+	}
+	if di, err := os.Stat(open); err != nil || di.Mode().Perm() != 0o755 {
+		t.Errorf("the refused directory's mode changed: %v %v", di.Mode(), err)
+	}
+
+	// A directory the agent creates is 0700.
+	dir := filepath.Join(e.dir, "sock")
 	sock := filepath.Join(dir, "agent.sock")
 	a := startAgent(t, e, nil, "--upstream", "none", "--socket", sock)
 	if a.socket != sock {

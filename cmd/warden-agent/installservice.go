@@ -73,6 +73,8 @@ StateDirectoryMode=0700
 
 # Hardening.
 UMask=0177
+# No core file (the agent also sets RLIMIT_CORE 0 and PR_SET_DUMPABLE 0).
+LimitCORE=0
 NoNewPrivileges=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 ProtectSystem=strict
@@ -118,11 +120,13 @@ const profileLine = `export SSH_AUTH_SOCK="$XDG_RUNTIME_DIR/warden/agent.sock"`
 func installServiceCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "install-service",
-		Usage: "install and enable the systemd user units (socket-activated agent)",
+		Usage: "install and enable the systemd user units, or the launchd agent on macOS (socket-activated agent)",
 		UsageText: "warden-agent install-service [--dry-run] [--no-enable]\n\n" +
 			"Writes warden-agent.socket and warden-agent.service to $XDG_CONFIG_HOME/systemd/user/,\n" +
 			"with ExecStart pointing at this binary, then runs `systemctl --user daemon-reload` and\n" +
-			"`systemctl --user enable --now warden-agent.socket`. See docs/service.md.\n\n" +
+			"`systemctl --user enable --now warden-agent.socket`. See docs/service.md.\n" +
+			"On macOS it writes ~/Library/LaunchAgents/net.netkingdom.warden-agent.plist and runs\n" +
+			"`launchctl bootstrap gui/$UID` on it. See docs/macos.md.\n\n" +
 			"Example:\n   warden-agent install-service\n" +
 			"   echo 'export SSH_AUTH_SOCK=\"$XDG_RUNTIME_DIR/warden/agent.sock\"' >> ~/.profile",
 		Flags: []cli.Flag{
@@ -134,9 +138,8 @@ func installServiceCommand() *cli.Command {
 }
 
 func installService(c *cli.Context) error {
-	if runtime.GOOS != "linux" {
-		return cli.Exit(fmt.Sprintf("warden-agent install-service: systemd user units are for Linux; on %s see docs/service.md"+
-			" (macOS: contrib/launchd/net.netkingdom.warden-agent.plist)", runtime.GOOS), 1)
+	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
+		return cli.Exit(fmt.Sprintf("warden-agent install-service: systemd user units are for Linux, the launchd agent for macOS; on %s see docs/platforms.md", runtime.GOOS), 1)
 	}
 	w := c.App.Writer
 	exe, err := os.Executable()
@@ -146,14 +149,17 @@ func installService(c *cli.Context) error {
 	if strings.ContainsAny(exe, "\n\r") {
 		return fmt.Errorf("install-service: binary path %q contains a newline", exe)
 	}
+	if isTemporaryBinary(exe) {
+		fmt.Fprintf(c.App.ErrWriter, "warden-agent: warning: %s looks like a temporary build (go run or go test);"+
+			" install the binary (make install, go install) and run install-service from there\n", exe)
+	}
+	if runtime.GOOS == "darwin" {
+		return installLaunchd(c, exe)
+	}
 	dir := filepath.Join(xdgDir("XDG_CONFIG_HOME", ".config"), "systemd", "user")
 	units := []struct{ name, text string }{
 		{socketUnitName, socketUnit},
 		{serviceUnitName, serviceUnitFor(exe)},
-	}
-	if isTemporaryBinary(exe) {
-		fmt.Fprintf(c.App.ErrWriter, "warden-agent: warning: %s looks like a temporary build (go run or go test);"+
-			" install the binary (make install, go install) and run install-service from there\n", exe)
 	}
 
 	if c.Bool("dry-run") {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/xml"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -325,35 +323,4 @@ func TestSystemdUnitsVerify(t *testing.T) {
 			t.Errorf("systemd-analyze did not report an unknown setting:\n%s", out)
 		}
 	})
-}
-
-// The launchd plist is well-formed XML with the label its file name
-// promises and runs the agent.
-func TestLaunchdPlist(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "..", "contrib", "launchd", "net.netkingdom.warden-agent.plist"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text []string
-	dec := xml.NewDecoder(bytes.NewReader(data))
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("plist is not well-formed XML: %v", err)
-		}
-		if cd, ok := tok.(xml.CharData); ok {
-			if s := strings.TrimSpace(string(cd)); s != "" {
-				text = append(text, s)
-			}
-		}
-	}
-	all := strings.Join(text, "\n")
-	for _, want := range []string{"Label\nnet.netkingdom.warden-agent\n", "warden-agent run", "RunAtLoad", "KeepAlive"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("plist lacks %q", want)
-		}
-	}
 }

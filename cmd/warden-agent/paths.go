@@ -22,13 +22,14 @@ func xdgDir(env, fallback string) string {
 	return filepath.Join(homeDir(), fallback)
 }
 
-// defaultSocketPath is $XDG_RUNTIME_DIR/warden/agent.sock, else
-// ~/.warden/agent.sock.
+// defaultSocketPath is $XDG_RUNTIME_DIR/warden/agent.sock, else the
+// platform's per-user directory (fallbackSocketPath): ~/.warden/agent.sock
+// on Linux and FreeBSD, ~/Library/Caches/warden/agent.sock on macOS.
 func defaultSocketPath() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "warden", "agent.sock")
 	}
-	return filepath.Join(homeDir(), ".warden", "agent.sock")
+	return fallbackSocketPath()
 }
 
 // stateDir holds the local CA key and the audit log.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/netkingdom/ops-warden/agentproxy"
 	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/internal/harden"
 	"github.com/netkingdom/ops-warden/signer"
 )
 
@@ -44,6 +45,10 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 }
 
 func runAgent(c *cli.Context) error {
+	// Before any key or token is in memory: no debugger, no core file.
+	if err := harden.Process(); err != nil {
+		return fmt.Errorf("%w; the agent does not run without this protection", err)
+	}
 	// Catch signals before the socket exists: a SIGTERM sent as soon as the
 	// banner appears must still stop the agent cleanly.
 	sigs := make(chan os.Signal, 1)
@@ -121,11 +126,17 @@ func runAgent(c *cli.Context) error {
 		go health.sample(hctx, hc, 30*time.Second)
 	}
 
-	// Under socket activation the socket served is systemd's, whatever
-	// the config says: status must report that one.
+	// Under socket activation the socket served is systemd's (or, on
+	// macOS, the one of the plist's Sockets key), whatever the config
+	// says: status must report that one.
 	ln, err := agentproxy.SystemdListener()
 	if err != nil {
 		return err
+	}
+	if ln == nil {
+		if ln, err = agentproxy.LaunchdListener(launchdSocketName); err != nil {
+			return err
+		}
 	}
 	if ln != nil {
 		cfg.Socket = ln.Addr().String()

@@ -75,6 +75,7 @@ func TestE2EStatus(t *testing.T) {
 		Problems     []string `json:"problems"`
 		Pid          int      `json:"pid"`
 		Socket       string   `json:"socket"`
+		PeerIdentity string   `json:"peer_identity"`
 		Certificates []struct {
 			Route, Principal, Serial string
 			ExpiresInSeconds         int64 `json:"expires_in_seconds"`
@@ -110,6 +111,8 @@ func TestE2EStatus(t *testing.T) {
 	switch {
 	case !st.Healthy, st.Pid != a.cmd.Process.Pid, st.Socket != a.socket:
 		t.Errorf("json: healthy=%v pid=%d socket=%s", st.Healthy, st.Pid, st.Socket)
+	case !strings.Contains(st.PeerIdentity, "SO_PEERCRED"):
+		t.Errorf("json peer_identity = %q, want the Linux source", st.PeerIdentity)
 	case len(st.Certificates) != 1 || st.Certificates[0].Principal != user || st.Certificates[0].ExpiresInSeconds <= 0:
 		t.Errorf("json certificates: %+v", st.Certificates)
 	case st.Counters.Issued != 1 || st.Counters.Used != 1:

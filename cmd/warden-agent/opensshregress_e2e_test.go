@@ -1,0 +1,314 @@
+package main
+
+// OpenSSH's own agent regression scripts, as Debian's openssh-tests package
+// installs them (/usr/lib/openssh/regress), run unchanged against the
+// installed binaries (issue 13): every script runs once against ssh-agent
+// (the baseline) and once with TEST_SSH_SSHAGENT pointing at
+// contrib/regress/warden-ssh-agent, which starts warden-agent in front of
+// a real ssh-agent and answers to ssh-agent's command line. A script that
+// passes on the baseline and fails through warden is a warden bug; the
+// failure names each failed step (the script's trace line) and its error.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// regressSuite is where openssh-tests installs the scripts.
+const regressSuite = "/usr/lib/openssh/regress"
+
+// regressUser runs the scripts when the tests run as root: OpenSSH's suite
+// is meant for an ordinary user (agent-ptrace.sh and agent-getpeereid.sh
+// skip themselves as root), and root's own shell start-up files would run
+// in every login the scripts make.
+const regressUser = "warden-regress"
+
+// regressScript is one script of the suite and why it may not run.
+type regressScript struct {
+	name string
+	// why a skip of the script itself is expected here, shown with the
+	// script's own message.
+	skipNote string
+}
+
+var regressScripts = []regressScript{
+	{name: "agent.sh"},
+	{name: "agent-getpeereid.sh", skipNote: "it switches to uid nobody with SUDO=sudo (passwordless sudo), which this " +
+		"harness does not configure; warden's refusal of another uid is TestE2EOtherUIDRefused"},
+	{name: "agent-timeout.sh"},
+	{name: "agent-restrict.sh"},
+	{name: "agent-ptrace.sh", skipNote: "it needs a non-root user and SUDO to make $SSHAGENT setgid root (and " +
+		"chowns that file back to the user afterwards), which this harness does not do"},
+	{name: "agent-subprocess.sh"},
+	{name: "hostkey-agent.sh"},
+	{name: "agent-pkcs11.sh"},
+	{name: "agent-pkcs11-restrict.sh"},
+	{name: "agent-pkcs11-cert.sh"},
+}
+
+// regressRun is the outcome of one script on one side.
+type regressRun struct {
+	out     string // the script's stdout and stderr
+	failed  string // failed-regress.log: the failed steps
+	code    int
+	err     error
+	elapsed time.Duration
+}
+
+// regressRunner holds what every run shares: the identity the scripts run
+// as, and a directory that identity owns with warden-agent and the wrapper.
+type regressRunner struct {
+	dir      string
+	bin      string
+	cred     *syscall.Credential // nil: run as ourselves
+	userName string
+}
+
+func TestOpenSSHRegress(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(regressSuite, "test-exec.sh")); err != nil {
+		t.Skipf("OpenSSH's regress suite is not installed (apt-get install openssh-tests): %v", err)
+	}
+	needPrograms(t, "ssh", "ssh-agent", "ssh-add", "ssh-keygen")
+	sshdPath(t)
+	if os.Getuid() == 0 {
+		os.MkdirAll("/run/sshd", 0o755) // sshd -t wants it when root starts it
+	}
+	r := newRegressRunner(t)
+
+	// Scripts run in parallel (go test's -parallel, default GOMAXPROCS),
+	// each on both sides at once: most of a script's time is spent in
+	// sleeps and in sshd's session start-up, not on the CPU.
+	for _, s := range regressScripts {
+		t.Run(s.name, func(t *testing.T) {
+			if _, err := os.Stat(filepath.Join(regressSuite, s.name)); err != nil {
+				t.Skipf("%s is not in this OpenSSH's regress suite (a later release added it)", s.name)
+			}
+			t.Parallel()
+			sides := []string{"ssh-agent", "warden"}
+			ports := []int{freePort(t), freePort(t)}
+			results := make([]*regressRun, len(sides))
+			var wg sync.WaitGroup
+			for i, side := range sides {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i] = r.run(s.name, side, ports[i])
+				}()
+			}
+			wg.Wait()
+			for i, side := range sides {
+				t.Run(side, func(t *testing.T) {
+					res := results[i]
+					t.Logf("%s through %s: exit %d in %s", s.name, side, res.code, res.elapsed.Round(time.Second))
+					if msg := regressSkipped(res.out); msg != "" {
+						if s.skipNote == "" {
+							t.Fatalf("%s skipped itself (%q), which this harness does not expect:\n%s", s.name, msg, res.out)
+						}
+						t.Skipf("%s skipped itself: %q; %s", s.name, msg, s.skipNote)
+					}
+					if res.err != nil {
+						t.Fatalf("%s: %v\n%s", s.name, res.err, res.out)
+					}
+					if res.code != 0 {
+						t.Errorf("%s failed through %s (exit %d); failed steps:\n%s\noutput:\n%s",
+							s.name, side, res.code, regressFailedSteps(res.failed), res.out)
+					}
+				})
+			}
+		})
+	}
+}
+
+// newRegressRunner picks the identity the scripts run as and prepares a
+// directory it owns, holding warden-agent and the wrapper.
+func newRegressRunner(t *testing.T) *regressRunner {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "wr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	r := &regressRunner{dir: dir, bin: filepath.Join(dir, "bin")}
+	if u, err := user.Current(); err == nil {
+		r.userName = u.Username
+	}
+	if os.Getuid() == 0 {
+		cred, err := regressCredential()
+		if err != nil {
+			t.Logf("running the scripts as root (%v); scripts that need another user skip themselves", err)
+		} else {
+			r.cred, r.userName = cred, regressUser
+		}
+	}
+	if err := os.MkdirAll(r.bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(wardenExe, filepath.Join(r.bin, "warden-agent")); err != nil {
+		t.Fatal(err)
+	}
+	wrapper, err := filepath.Abs("../../contrib/regress/warden-ssh-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(wrapper, filepath.Join(r.bin, "warden-ssh-agent")); err != nil {
+		t.Fatal(err)
+	}
+	if r.cred != nil {
+		if err := os.Chown(dir, int(r.cred.Uid), int(r.cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// regressCredential returns the uid and gid of regressUser, creating the
+// user (no home, /bin/sh) when it does not exist.
+func regressCredential() (*syscall.Credential, error) {
+	u, err := user.Lookup(regressUser)
+	if err != nil {
+		out, cerr := exec.Command("useradd", "--system", "--user-group", "--home-dir", "/nonexistent",
+			"--no-create-home", "--shell", "/bin/sh", regressUser).CombinedOutput()
+		if cerr != nil {
+			return nil, fmt.Errorf("useradd %s: %v: %s", regressUser, cerr, out)
+		}
+		if u, err = user.Lookup(regressUser); err != nil {
+			return nil, err
+		}
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+}
+
+// run runs one script the way the suite's Makefile does (test-exec.sh
+// with the object directory and the script), in a fresh object directory
+// that holds the suite's helper programs.
+func (r *regressRunner) run(script, side string, port int) *regressRun {
+	obj := filepath.Join(r.dir, strings.TrimSuffix(script, ".sh")+"-"+side)
+	res := &regressRun{code: -1}
+	if err := os.MkdirAll(obj, 0o755); err != nil {
+		res.err = err
+		return res
+	}
+	for _, helper := range []string{"netcat", "mkdtemp", "setuid-allowed"} {
+		if err := os.Symlink(filepath.Join(regressSuite, helper), filepath.Join(obj, helper)); err != nil {
+			res.err = err
+			return res
+		}
+	}
+	if r.cred != nil {
+		if err := os.Chown(obj, int(r.cred.Uid), int(r.cred.Gid)); err != nil {
+			res.err = err
+			return res
+		}
+	}
+	env := []string{
+		"PATH=" + r.bin + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+		"USER=" + r.userName, "LOGNAME=" + r.userName, "HOME=" + obj, "SHELL=/bin/sh",
+		"LANG=C", "TMPDIR=" + obj,
+		"BUILDDIR=" + regressSuite, // config.h: which features this OpenSSH was built with
+		"TEST_SHELL=sh", "TEST_SSH_TRACE=yes", "TEST_SSH_UNSAFE_PERMISSIONS=1",
+		"TEST_SSH_PORT=" + strconv.Itoa(port),
+		"TEST_SSH_SFTPSERVER=/usr/lib/openssh/sftp-server",
+		"TEST_SSH_PLINK=plink", "TEST_SSH_PUTTYGEN=puttygen",
+		"GORACE=atexit_sleep_ms=0",
+	}
+	if side == "warden" {
+		env = append(env, "TEST_SSH_SSHAGENT="+filepath.Join(r.bin, "warden-ssh-agent"),
+			"WARDEN_AGENT="+filepath.Join(r.bin, "warden-agent"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", filepath.Join(regressSuite, "test-exec.sh"), obj, filepath.Join(regressSuite, script))
+	cmd.Dir, cmd.Env = obj, env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdin = nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: r.cred}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	res.elapsed = time.Since(start)
+	// Whatever the script left running (an agent it did not kill, an
+	// sshd) is in its process group.
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	res.out = out.String()
+	if cmd.ProcessState != nil {
+		res.code = cmd.ProcessState.ExitCode()
+	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("timed out after %s: %w", res.elapsed.Round(time.Second), ctx.Err())
+		res.code = -1
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		res.err = err
+	}
+	if b, err := os.ReadFile(filepath.Join(obj, "failed-regress.log")); err == nil {
+		res.failed = string(b)
+	}
+	return res
+}
+
+// regressSkipped returns the message of a script that skipped itself
+// (test-exec.sh's skip prints "SKIPPED: …"; some scripts print their own
+// "skipped (…)" or "Skipped: …" and exit 0), or "".
+func regressSkipped(out string) string {
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(strings.ToLower(l), "skipped") {
+			return l
+		}
+	}
+	return ""
+}
+
+// regressFailedSteps turns failed-regress.log (for each failure: the last
+// "trace: step" line, then "FAIL: message") into one line per failed step.
+func regressFailedSteps(log string) string {
+	var b strings.Builder
+	seen := map[string]bool{}
+	step := ""
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		switch {
+		case strings.HasPrefix(l, "trace: "):
+			step = strings.TrimPrefix(l, "trace: ")
+		case strings.HasPrefix(l, "FAIL: ") || strings.HasPrefix(l, "FATAL: "):
+			line := fmt.Sprintf("  step %q: %s", step, l)
+			if !seen[line] {
+				seen[line] = true
+				b.WriteString(line + "\n")
+			}
+		}
+	}
+	if b.Len() == 0 {
+		return "  (no failed-regress.log entries)\n"
+	}
+	return b.String()
+}

@@ -63,6 +63,7 @@ var regressScripts = []regressScript{
 type regressRun struct {
 	out     string // the script's stdout and stderr
 	failed  string // failed-regress.log: the failed steps
+	logs    string // what ssh and sshd said at the failures, without debug lines
 	code    int
 	err     error
 	elapsed time.Duration
@@ -91,7 +92,7 @@ func TestOpenSSHRegress(t *testing.T) {
 	// Scripts run in parallel (go test's -parallel, default GOMAXPROCS),
 	// each on both sides at once: most of a script's time is spent in
 	// sleeps and in sshd's session start-up, not on the CPU.
-	for _, s := range regressScripts {
+	for n, s := range regressScripts {
 		t.Run(s.name, func(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(regressSuite, s.name)); err != nil {
 				t.Skipf("%s is not in this OpenSSH's regress suite (a later release added it)", s.name)
@@ -105,7 +106,7 @@ func TestOpenSSHRegress(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					results[i] = r.run(s.name, side, ports[i])
+					results[i] = r.run(n, s.name, side, ports[i])
 				}()
 			}
 			wg.Wait()
@@ -123,8 +124,8 @@ func TestOpenSSHRegress(t *testing.T) {
 						t.Fatalf("%s: %v\n%s", s.name, res.err, res.out)
 					}
 					if res.code != 0 {
-						t.Errorf("%s failed through %s (exit %d); failed steps:\n%s\noutput:\n%s",
-							s.name, side, res.code, regressFailedSteps(res.failed), res.out)
+						t.Errorf("%s failed through %s (exit %d); failed steps:\n%s\noutput:\n%s\n%s",
+							s.name, side, res.code, regressFailedSteps(res.failed), res.out, res.logs)
 					}
 				})
 			}
@@ -140,7 +141,13 @@ func newRegressRunner(t *testing.T) *regressRunner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if os.Getenv("WARDEN_REGRESS_KEEP") != "" {
+			t.Logf("WARDEN_REGRESS_KEEP: the scripts' directories are kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
 	r := &regressRunner{dir: dir, bin: filepath.Join(dir, "bin")}
 	if u, err := user.Current(); err == nil {
 		r.userName = u.Username
@@ -202,8 +209,10 @@ func regressCredential() (*syscall.Credential, error) {
 // run runs one script the way the suite's Makefile does (test-exec.sh
 // with the object directory and the script), in a fresh object directory
 // that holds the suite's helper programs.
-func (r *regressRunner) run(script, side string, port int) *regressRun {
-	obj := filepath.Join(r.dir, strings.TrimSuffix(script, ".sh")+"-"+side)
+func (r *regressRunner) run(n int, script, side string, port int) *regressRun {
+	// Not named after the script: hostkey-agent.sh drops every sshd_config
+	// line that mentions "hostkey", the object directory's path included.
+	obj := filepath.Join(r.dir, fmt.Sprintf("obj%d-%s", n, side))
 	res := &regressRun{code: -1}
 	if err := os.MkdirAll(obj, 0o755); err != nil {
 		res.err = err
@@ -269,6 +278,11 @@ func (r *regressRunner) run(script, side string, port int) *regressRun {
 	if b, err := os.ReadFile(filepath.Join(obj, "failed-regress.log")); err == nil {
 		res.failed = string(b)
 	}
+	for _, f := range []string{"failed-ssh.log", "failed-sshd.log"} {
+		if b, err := os.ReadFile(filepath.Join(obj, f)); err == nil {
+			res.logs += f + " (debug lines left out, last 40 lines):\n" + regressTail(string(b), 40)
+		}
+	}
 	return res
 }
 
@@ -311,4 +325,19 @@ func regressFailedSteps(log string) string {
 		return "  (no failed-regress.log entries)\n"
 	}
 	return b.String()
+}
+
+// regressTail is the last n lines of log that are not debug output.
+func regressTail(log string, n int) string {
+	var keep []string
+	for _, l := range strings.Split(log, "\n") {
+		if l == "" || strings.HasPrefix(l, "debug") {
+			continue
+		}
+		keep = append(keep, "  "+l)
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n") + "\n"
 }

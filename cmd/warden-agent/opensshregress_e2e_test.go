@@ -341,3 +341,84 @@ func regressTail(log string, n int) string {
 	}
 	return strings.Join(keep, "\n") + "\n"
 }
+
+// TestAgentPtraceRefused makes agent-ptrace.sh's check without the sudo
+// that script needs: a process of the agent's own (unprivileged) user must
+// not be able to attach a debugger to the agent, which holds keys in
+// memory (DESIGN: "the agent process is not dumpable"). ssh-agent
+// ensures it with prctl(PR_SET_DUMPABLE, 0) (platform_disable_tracing).
+// SSH_AGENT_PID through the wrapper is warden-agent's own pid.
+func TestAgentPtraceRefused(t *testing.T) {
+	needPrograms(t, "ssh-agent")
+	if _, err := exec.LookPath("gdb"); err != nil {
+		t.Skipf("gdb is not installed (apt-get install gdb): %v", err)
+	}
+	r := newRegressRunner(t)
+	if os.Getuid() == 0 && r.cred == nil {
+		t.Skip("root may trace any process, and there is no unprivileged user to try as")
+	}
+	for _, side := range []string{"ssh-agent", "warden"} {
+		t.Run(side, func(t *testing.T) {
+			dir := filepath.Join(r.dir, "ptrace-"+side)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if r.cred != nil {
+				os.Chown(dir, int(r.cred.Uid), int(r.cred.Gid))
+			}
+			agent := "ssh-agent"
+			if side == "warden" {
+				agent = filepath.Join(r.bin, "warden-ssh-agent")
+			}
+			out, code := r.runAs(t, dir, nil, agent, "-s")
+			pid := ""
+			for _, f := range strings.Split(out, ";") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(f), "SSH_AGENT_PID="); ok {
+					pid = v
+				}
+			}
+			if code != 0 || pid == "" {
+				t.Fatalf("%s -s: exit %d, no SSH_AGENT_PID:\n%s", agent, code, out)
+			}
+			t.Cleanup(func() {
+				r.runAs(t, dir, []string{"SSH_AGENT_PID=" + pid}, agent, "-k")
+			})
+			gdb, _ := r.runAs(t, dir, nil, "gdb", "-nx", "-batch", "-p", pid, "-ex", "quit")
+			refused := false
+			for _, m := range []string{"ptrace: Operation not permitted", "Unable to access task", "Permission denied"} {
+				refused = refused || strings.Contains(gdb, m)
+			}
+			if !refused {
+				t.Errorf("gdb as the agent's own user attached to %s (pid %s): the agent must not be dumpable "+
+					"(prctl PR_SET_DUMPABLE 0, as ssh-agent does); gdb said:\n%s", side, pid, gdb)
+			}
+		})
+	}
+}
+
+// runAs runs a program as the scripts' user in dir, with the runner's
+// PATH, and returns its output and exit code; whatever it leaves running
+// in its process group is killed when the test ends.
+func (r *regressRunner) runAs(t *testing.T, dir string, env []string, name string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append([]string{
+		"PATH=" + r.bin + ":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+		"USER=" + r.userName, "LOGNAME=" + r.userName, "HOME=" + dir, "TMPDIR=" + dir, "LANG=C",
+		"WARDEN_AGENT=" + filepath.Join(r.bin, "warden-agent"), "GORACE=atexit_sleep_ms=0",
+	}, env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: r.cred}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	cmd.Wait()
+	return out.String(), cmd.ProcessState.ExitCode()
+}

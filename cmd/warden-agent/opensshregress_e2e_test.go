@@ -74,6 +74,7 @@ type regressRun struct {
 type regressRunner struct {
 	dir      string
 	bin      string
+	keys     string // test-exec.sh's user and host keys, made once for all runs
 	cred     *syscall.Credential // nil: run as ourselves
 	userName string
 }
@@ -88,6 +89,7 @@ func TestOpenSSHRegress(t *testing.T) {
 		os.MkdirAll("/run/sshd", 0o755) // sshd -t wants it when root starts it
 	}
 	r := newRegressRunner(t)
+	r.makeKeys(t)
 
 	// Scripts run in parallel (go test's -parallel, default GOMAXPROCS),
 	// each on both sides at once: most of a script's time is spent in
@@ -181,6 +183,62 @@ func newRegressRunner(t *testing.T) *regressRunner {
 	return r
 }
 
+// makeKeys makes, once, the key of every type `ssh -Q key-plain` lists
+// (sk types with the suite's sk-dummy, as test-exec.sh does), so that
+// test-exec.sh in each run uses them ("using cached key type") instead of
+// making its own RSA and DSA keys twenty times over.
+func (r *regressRunner) makeKeys(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("ssh", "-Q", "key-plain").Output()
+	if err != nil {
+		t.Fatalf("ssh -Q key-plain: %v", err)
+	}
+	r.keys = filepath.Join(r.dir, "keys")
+	if err := os.MkdirAll(r.keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range strings.Fields(string(out)) {
+		cmd := exec.Command("ssh-keygen", "-q", "-N", "", "-t", typ, "-f", filepath.Join(r.keys, typ))
+		cmd.Env = append(os.Environ(), "SSH_SK_PROVIDER="+skDummy)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Logf("ssh-keygen -t %s: %v: %s (test-exec.sh makes it itself)", typ, err, b)
+			os.Remove(filepath.Join(r.keys, typ))
+		}
+	}
+}
+
+// copyKeys copies the keys makeKeys made into an object directory; the
+// copies are newer than ssh-keygen, which test-exec.sh requires of a
+// cached key.
+func (r *regressRunner) copyKeys(obj string) error {
+	if r.keys == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(r.keys)
+	if err != nil {
+		return err
+	}
+	for _, ent := range ents {
+		dst := filepath.Join(obj, ent.Name())
+		if err := copyFile(filepath.Join(r.keys, ent.Name()), dst); err != nil {
+			return err
+		}
+		mode := os.FileMode(0o600)
+		if strings.HasSuffix(ent.Name(), ".pub") {
+			mode = 0o644
+		}
+		if err := os.Chmod(dst, mode); err != nil {
+			return err
+		}
+		if r.cred != nil {
+			if err := os.Chown(dst, int(r.cred.Uid), int(r.cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // regressCredential returns the uid and gid of regressUser, creating the
 // user (no home, /bin/sh) when it does not exist.
 func regressCredential() (*syscall.Credential, error) {
@@ -223,6 +281,10 @@ func (r *regressRunner) run(n int, script, side string, port int) *regressRun {
 			res.err = err
 			return res
 		}
+	}
+	if err := r.copyKeys(obj); err != nil {
+		res.err = err
+		return res
 	}
 	if r.cred != nil {
 		if err := os.Chown(obj, int(r.cred.Uid), int(r.cred.Gid)); err != nil {

@@ -74,7 +74,7 @@ type regressRun struct {
 type regressRunner struct {
 	dir      string
 	bin      string
-	keys     string // test-exec.sh's user and host keys, made once for all runs
+	keys     string              // test-exec.sh's user and host keys, made once for all runs
 	cred     *syscall.Credential // nil: run as ourselves
 	userName string
 }

@@ -1,6 +1,9 @@
 package main
 
-// The "query" extension (issue 13): OpenSSH 10.3's ssh-add -Q sends
+// Frames built by hand (issue 13): the "query" extension, and a
+// session-bind with a host key algorithm warden does not know.
+//
+// The "query" extension: OpenSSH 10.3's ssh-add -Q sends
 // SSH_AGENTC_EXTENSION "query" and expects SSH_AGENT_EXTENSION_RESPONSE
 // (29), the string "query", then one string per extension name
 // (PROTOCOL.agent, ssh-agent.c process_ext_query). Through warden the
@@ -10,6 +13,7 @@ package main
 // file that answers as OpenSSH 10.3 does.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,4 +207,114 @@ func TestQueryExtension(t *testing.T) {
 			t.Errorf("ssh-add -Q through warden: want warden's and the upstream's extensions: %s", r)
 		}
 	})
+}
+
+// recordingAgent is an upstream agent that keeps every frame it receives,
+// answers REQUEST_IDENTITIES with no keys and every extension with
+// SSH_AGENT_SUCCESS, as an agent that took the frame would.
+type recordingAgent struct {
+	socket string
+	mu     sync.Mutex
+	frames [][]byte
+}
+
+func startRecordingAgent(t *testing.T, dir string) *recordingAgent {
+	t.Helper()
+	ra := &recordingAgent{socket: filepath.Join(dir, "rec.sock")}
+	ln, err := net.Listen("unix", ra.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					m, err := readAgentFrame(c)
+					if err != nil {
+						return
+					}
+					ra.mu.Lock()
+					ra.frames = append(ra.frames, m)
+					ra.mu.Unlock()
+					reply := []byte{agentFailure}
+					switch m[0] {
+					case agentRequestIdentities:
+						reply = []byte{agentIdentitiesAnswer, 0, 0, 0, 0}
+					case agentExtension:
+						reply = []byte{6} // SSH_AGENT_SUCCESS
+					}
+					c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(reply))), reply...))
+				}
+			}()
+		}
+	}()
+	return ra
+}
+
+func (ra *recordingAgent) received(msg []byte) bool {
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	return slices.ContainsFunc(ra.frames, func(f []byte) bool { return bytes.Equal(f, msg) })
+}
+
+// TestE2EUnknownBindForwarded: a session-bind whose host key warden
+// cannot parse (OpenSSH 10.5's ssh-mldsa44-ed25519@openssh.com, frame
+// built by hand as PROTOCOL.agent §session-bind lays it out) reaches the
+// upstream agent byte for byte, so the user's agent applies its own
+// destination constraints, and warden records it as unverified, naming
+// the algorithm (issue 13 item 2).
+func TestE2EUnknownBindForwarded(t *testing.T) {
+	e := newTestEnv(t)
+	up := startRecordingAgent(t, e.dir)
+	a := startAgent(t, e, nil, "--upstream", up.socket)
+
+	const alg = "ssh-mldsa44-ed25519@openssh.com"
+	pub := bytes.Repeat([]byte{0x5a}, 1312+32) // ML-DSA-44 public key, then Ed25519's
+	hostKey := append(agentString(alg), agentString(string(pub))...)
+	sig := append(agentString(alg), agentString(string(bytes.Repeat([]byte{0xa5}, 2420+64)))...)
+	sid := bytes.Repeat([]byte{0x11}, 32)
+	bind := append([]byte{agentExtension}, agentString("session-bind@openssh.com")...)
+	bind = append(bind, agentString(string(hostKey))...)
+	bind = append(bind, agentString(string(sid))...)
+	bind = append(bind, agentString(string(sig))...)
+	bind = append(bind, 0) // is_forwarding = false
+
+	c, err := net.DialTimeout("unix", a.socket, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	for _, msg := range [][]byte{bind, {agentRequestIdentities}} {
+		if _, err := c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(msg))), msg...)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readAgentFrame(c); err != nil {
+			t.Fatalf("reply to message type %d: %v", msg[0], err)
+		}
+	}
+	if !waitFor(5*time.Second, func() bool { return up.received(bind) }) {
+		t.Errorf("the upstream agent did not receive the %s session-bind unchanged", alg)
+	}
+	var rec auditRecord
+	for _, r := range events(a.audit(t), "session.bind") {
+		rec = r
+	}
+	if rec == nil {
+		t.Fatalf("no session.bind record for the %s bind", alg)
+	}
+	if v, _ := rec["verified"].(bool); v {
+		t.Errorf("a bind warden cannot verify is recorded as verified: %v", rec)
+	}
+	if !strings.Contains(rec.str("reason"), alg) {
+		t.Errorf("the session.bind record's reason %q does not name the algorithm %s", rec.str("reason"), alg)
+	}
 }

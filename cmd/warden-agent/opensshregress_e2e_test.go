@@ -44,19 +44,23 @@ type regressScript struct {
 	skipNote string
 }
 
+// regressScripts, longest first: go test runs -parallel (GOMAXPROCS) of
+// them at a time, so agent-restrict.sh (over a hundred logins) starts at
+// once and the short ones fill the other lanes.
 var regressScripts = []regressScript{
-	{name: "agent.sh"},
-	{name: "agent-getpeereid.sh", skipNote: "it switches to uid nobody with SUDO=sudo (passwordless sudo), which this " +
-		"harness does not configure; warden's refusal of another uid is TestE2EOtherUIDRefused"},
-	{name: "agent-timeout.sh"},
 	{name: "agent-restrict.sh"},
-	{name: "agent-ptrace.sh", skipNote: "it needs a non-root user and SUDO to make $SSHAGENT setgid root (and " +
-		"chowns that file back to the user afterwards), which this harness does not do"},
-	{name: "agent-subprocess.sh"},
+	{name: "agent.sh"},
 	{name: "hostkey-agent.sh"},
 	{name: "agent-pkcs11.sh"},
 	{name: "agent-pkcs11-restrict.sh"},
 	{name: "agent-pkcs11-cert.sh"},
+	{name: "agent-timeout.sh"},
+	{name: "agent-subprocess.sh"},
+	{name: "agent-getpeereid.sh", skipNote: "it switches to uid nobody with SUDO=sudo (passwordless sudo), which this " +
+		"harness does not configure; warden's refusal of another uid is TestE2EOtherUIDRefused"},
+	{name: "agent-ptrace.sh", skipNote: "it needs a non-root user and SUDO to make $SSHAGENT setgid root (and " +
+		"chowns that file back to the user afterwards), which this harness does not do; TestAgentPtraceRefused " +
+		"makes its check without sudo"},
 }
 
 // regressRun is the outcome of one script on one side.

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -309,7 +310,8 @@ func (r *regressRunner) run(n int, script, side string, port int) *regressRun {
 	}
 	if side == "warden" {
 		env = append(env, "TEST_SSH_SSHAGENT="+filepath.Join(r.bin, "warden-ssh-agent"),
-			"WARDEN_AGENT="+filepath.Join(r.bin, "warden-agent"))
+			"WARDEN_AGENT="+filepath.Join(r.bin, "warden-agent"),
+			"WARDEN_SSH_AGENT_LOG="+filepath.Join(obj, "warden-agent.log"), "WARDEN_SSH_AGENT_LOG_LEVEL=debug")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -348,6 +350,9 @@ func (r *regressRunner) run(n int, script, side string, port int) *regressRun {
 		if b, err := os.ReadFile(filepath.Join(obj, f)); err == nil {
 			res.logs += f + " (debug lines left out, last 40 lines):\n" + regressTail(string(b), 40)
 		}
+	}
+	if b, err := os.ReadFile(filepath.Join(obj, "warden-agent.log")); err == nil && res.code != 0 {
+		res.logs += "warden-agent's warnings, errors and failed operations (last 40):\n" + wardenLogProblems(string(b), 40)
 	}
 	return res
 }
@@ -487,4 +492,40 @@ func (r *regressRunner) runAs(t *testing.T, dir string, env []string, name strin
 	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
 	cmd.Wait()
 	return out.String(), cmd.ProcessState.ExitCode()
+}
+
+var regressConnNumber = regexp.MustCompile(`agent \d+:`)
+
+// wardenLogProblems is the last n distinct lines of warden's log that say
+// something went wrong: warnings, errors, and debug lines that report a
+// failure (x/crypto's agent server logs "not implemented" at debug).
+func wardenLogProblems(log string, n int) string {
+	var keep []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(log, "\n") {
+		lower := strings.ToLower(l)
+		failure := strings.Contains(lower, " err=") || strings.Contains(lower, "not implemented") ||
+			strings.Contains(lower, "refus") || strings.Contains(lower, "fail")
+		if !strings.Contains(l, "level=WARN") && !strings.Contains(l, "level=ERROR") &&
+			!(strings.Contains(l, "level=DEBUG") && failure) {
+			continue
+		}
+		// The same problem at another time, on another connection, is
+		// the same line.
+		key := l
+		if _, rest, ok := strings.Cut(l, " level="); ok {
+			key = regressConnNumber.ReplaceAllString(rest, "agent N:")
+		}
+		if !seen[key] {
+			seen[key] = true
+			keep = append(keep, "  "+l)
+		}
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	if len(keep) == 0 {
+		return "  (none)\n"
+	}
+	return strings.Join(keep, "\n") + "\n"
 }

@@ -3,6 +3,7 @@ module github.com/netkingdom/ops-warden
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/openbao/openbao/api/v2 v2.7.1
 	github.com/urfave/cli/v2 v2.27.7

@@ -83,7 +83,7 @@ func isReset(err error) bool {
 }
 
 // rawCall sends one framed message and returns the reply body.
-func rawCall(t *testing.T, c net.Conn, msg []byte) []byte {
+func rawCall(t testing.TB, c net.Conn, msg []byte) []byte {
 	t.Helper()
 	frame := binary.BigEndian.AppendUint32(nil, uint32(len(msg)))
 	if _, err := c.Write(append(frame, msg...)); err != nil {
@@ -256,6 +256,9 @@ func TestHintSelectsUserAndHost(t *testing.T) {
 		t.Fatal("certificate listed for a refused hint")
 	}
 
+	// A live hint is never replaced; this test plays a second ssh process
+	// with the same pid.
+	env.srv.hints.drop(sshPid)
 	reply = HintReply{}
 	if err := CallExtension(env.socket, ExtHint, HintRequest{SSHPid: sshPid, User: "bob", Host: "db1.example.com", Port: 22}, &reply, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -283,6 +286,7 @@ func TestHintSelectsUserAndHost(t *testing.T) {
 	}
 
 	// Negated host pattern: no route, so nothing is listed and the hint is ok.
+	env.srv.hints.drop(sshPid)
 	reply = HintReply{}
 	if err := CallExtension(env.socket, ExtHint, HintRequest{SSHPid: sshPid, User: "bob", Host: "bad.example.com", Port: 22}, &reply, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -300,6 +304,7 @@ func TestConnectionWithoutBindSeesIssuedCertsButSignsOnlyWhereRouteAllows(t *tes
 	var reply HintReply
 	for _, h := range []HintRequest{{User: "bob", Host: "db1.example.com"}, {User: "svc", Host: "tunnel.internal"}} {
 		h.SSHPid = os.Getpid()
+		env.srv.hints.drop(h.SSHPid) // each plays a new ssh process
 		if err := CallExtension(env.socket, ExtHint, h, &reply, 5*time.Second); err != nil || !reply.OK {
 			t.Fatalf("hint %+v: %v %+v", h, err, reply)
 		}
@@ -465,7 +470,10 @@ func TestLockHidesAndRefusesWardenKeys(t *testing.T) {
 	bind(a, env.host, sid, false)
 	keys, _ := a.List()
 	cert := parseCert(t, wardenKeys(keys)[0])
-	if err := a.Lock([]byte("secret")); err != nil {
+	// ssh-add -x: its own connection, without a bind (a bound one may not
+	// lock: TestTrustLockOnlyUnbound).
+	_, local := dial(t, env.socket)
+	if err := local.Lock([]byte("secret")); err != nil {
 		t.Fatal(err)
 	}
 	if keys, _ := a.List(); len(keys) != 0 {
@@ -474,7 +482,10 @@ func TestLockHidesAndRefusesWardenKeys(t *testing.T) {
 	if _, err := a.Sign(cert, userauthData(sid, "deploy", cert, nil)); err == nil {
 		t.Fatal("locked agent signed with a warden key")
 	}
-	if err := a.Unlock([]byte("secret")); err != nil {
+	if err := a.Unlock([]byte("secret")); err == nil {
+		t.Fatal("a bound connection unlocked the agent")
+	}
+	if err := local.Unlock([]byte("secret")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Sign(cert, userauthData(sid, "deploy", cert, nil)); err != nil {

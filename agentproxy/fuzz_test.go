@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/netkingdom/ops-warden/catalog"
 	"github.com/netkingdom/ops-warden/internal/fuzzseed"
 )
 
@@ -230,5 +231,88 @@ func TestRecordedStreams(t *testing.T) {
 		if replies != requests {
 			t.Errorf("%s: %d requests, %d replies", name, requests, replies)
 		}
+	}
+}
+
+// FuzzRouter sends one frame of any content to a real server with an
+// upstream agent behind it: no panic, one reply, and every frame warden
+// does not own reaches the upstream agent byte for byte, its reply coming
+// back byte for byte (issue 13).
+func FuzzRouter(f *testing.F) {
+	upReply := []byte{msgSuccess}
+	upSock, upLog := recordingUpstream(f, func(int, []byte) []byte { return frameOf(upReply...) })
+	env := startServer(f, func(cfg *Config, _ *catalog.Catalog) { cfg.Upstream = upSock })
+	f.Add([]byte{msgRequestIdentities})
+	f.Add(append([]byte{msgAddIDConstrained}, ssh.Marshal(struct{ T, P, A string }{ssh.KeyAlgoSKED25519, strings.Repeat("p", 32), "ssh:"})...))
+	f.Add(append([]byte{msgAddSmartcardConstraint}, ssh.Marshal(struct {
+		P, Pin string
+		C      byte
+		N      string
+		B      bool
+		S      string
+	}{"/usr/lib/softhsm/libsofthsm2.so", "", constrainExtension, "associated-certs-v00@openssh.com", true, "certs"})...))
+	f.Add([]byte{msgRemoveSmartcardKey, 0, 0, 0, 1, 'p', 0, 0, 0, 0})
+	f.Add(extensionBody("custom@example.com", []byte{1, 2, 3}))
+	f.Add(extensionBody(extQuery, nil))
+	f.Add([]byte{200})
+	f.Add([]byte{9})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(body) > MaxMessageSize || (len(body) > 0 && body[0] == msgLock) {
+			return // a lock would make every later frame fail
+		}
+		c, err := net.Dial("unix", env.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		before := len(upLog.snapshot())
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(frameOf(body...)); err != nil {
+			t.Fatal(err)
+		}
+		var hdr [4]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			t.Fatalf("no reply to %x: %v", body, err)
+		}
+		reply := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+		if _, err := io.ReadFull(c, reply); err != nil {
+			t.Fatal(err)
+		}
+		if !passesThrough(body) {
+			return
+		}
+		if !bytes.Equal(reply, upReply) {
+			t.Fatalf("reply %x to a frame warden does not own, want the upstream's %x", reply, upReply)
+		}
+		conns := upLog.snapshot()
+		if len(conns) <= before || len(conns[len(conns)-1]) == 0 {
+			t.Fatalf("frame %x did not reach the upstream agent", body)
+		}
+		msgs := conns[len(conns)-1]
+		if got := msgs[len(msgs)-1]; !bytes.Equal(got, body) {
+			t.Fatalf("frame changed on the way: sent %x, upstream got %x", body, got)
+		}
+	})
+}
+
+// passesThrough says which frames warden must pass upstream unchanged on
+// an unbound connection of its own program: adds, PKCS#11, remove-all,
+// extensions it does not own and message numbers it does not know.
+func passesThrough(body []byte) bool {
+	if len(body) == 0 {
+		return false
+	}
+	switch t := body[0]; t {
+	case msgAddIdentity, msgAddIDConstrained, msgAddSmartcardKey, msgAddSmartcardConstraint,
+		msgRemoveSmartcardKey, msgRemoveAllIdentities:
+		return true
+	case msgExtension:
+		name, _, err := parseExtension(body)
+		return err == nil && name != extSessionBind && name != extQuery && !strings.HasSuffix(name, wardenExtSuffix)
+	case msgFailure, msgSuccess, msgRequestIdentities, msgIdentitiesAnswer, msgSignRequest, msgSignResponse,
+		msgRemoveIdentity, msgLock, msgUnlock, msgExtensionFailure, msgExtensionResponse:
+		return false
+	default:
+		return !isLegacyV1(t)
 	}
 }

@@ -361,3 +361,11 @@ func listOneCert(t testing.TB, a agent.ExtendedAgent) *ssh.Certificate {
 	}
 	return parseCert(t, certs[0])
 }
+
+// drop forgets the hint of pid: a test that plays several ssh processes
+// with its own pid starts each afresh (a live hint is never replaced).
+func (h *hintStore) drop(pid int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.byPid, pid)
+}

@@ -220,8 +220,9 @@ type switchProxy struct {
 	addr   string
 	target string
 
-	mu sync.Mutex
-	ln net.Listener
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]bool // open client connections, closed by down
 }
 
 func newSwitchProxy(t *testing.T, target string) *switchProxy {
@@ -259,6 +260,13 @@ func (p *switchProxy) down() {
 		p.ln.Close()
 		p.ln = nil
 	}
+	// A server that goes away drops its connections too; the issuer's
+	// pooled keep-alive connection (its token lookup at start) must not
+	// outlive the fault.
+	for c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }
 
 func (p *switchProxy) accept(ln net.Listener) {
@@ -267,6 +275,12 @@ func (p *switchProxy) accept(ln net.Listener) {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		if p.conns == nil {
+			p.conns = map[net.Conn]bool{}
+		}
+		p.conns[c] = true
+		p.mu.Unlock()
 		go func() {
 			defer c.Close()
 			s, err := net.Dial("tcp", p.target)

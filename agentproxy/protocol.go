@@ -23,14 +23,6 @@ const (
 	extQuery = "query"
 )
 
-// Agent protocol message numbers used outside x/crypto's server.
-const (
-	msgFailure          = 5  // SSH_AGENT_FAILURE
-	msgSuccess          = 6  // SSH_AGENT_SUCCESS
-	msgExtension        = 27 // SSH_AGENTC_EXTENSION
-	msgExtensionFailure = 28 // SSH_AGENT_EXTENSION_FAILURE
-)
-
 // HintRequest is sent by `warden-agent hint` from ssh's Match exec.
 type HintRequest struct {
 	SSHPid int    `json:"ssh_pid"`
@@ -133,19 +125,10 @@ func IsWarden(socket string, timeout time.Duration) bool {
 		io.Reader
 		io.Writer
 	}{c, c}).Extension(extQuery, nil)
-	if err != nil || len(reply) == 0 {
+	if err != nil {
 		return false
 	}
-	rest := reply[1:]
-	for len(rest) > 0 {
-		var name []byte
-		var ok bool
-		if name, rest, ok = parseString(rest); !ok {
-			return false
-		}
-		if string(name) == ExtHint {
-			return true
-		}
-	}
-	return false
+	// Both forms: OpenSSH's (EXTENSION_RESPONSE "query" names…) and the
+	// SUCCESS names… that warden answered before.
+	return containsString(parseQueryReply(reply), ExtHint)
 }

@@ -52,8 +52,9 @@ type FieldsRecorder interface {
 type AuthRequest struct {
 	Subject   string // the local user
 	Principal string
-	User      string // the remote user, when known
-	Host      string // the target host, when known
+	User      string   // the remote user, when known
+	Host      string   // the target host, when known
+	Hosts     []string // names resolved for the bound host key
 	Route     string
 	Callers   []Process // nearest first
 	Forwarded bool
@@ -67,6 +68,36 @@ type AuthDecision struct {
 	Reason string
 	// MaxTTL caps the certificate lifetime when non-zero.
 	MaxTTL time.Duration
+	// Confirmed is set when a person confirmed (a confirm rule).
+	Confirmed bool
+	// Gate is the decision service's answer: "" when not asked, "allow"
+	// or "deny"; GateReason its reason, or why asking it failed.
+	Gate       string
+	GateReason string
+	// FailOpen is set when the gate could not be asked and its on_error
+	// allowed the request anyway.
+	FailOpen bool
+}
+
+// addTo writes the decision into an audit record: the deciding rule, the
+// confirmation and the gate's answer, so that every allow says why.
+func (d *AuthDecision) addTo(f map[string]any) {
+	f["rule"] = d.Rule
+	if d.Reason != "" {
+		f["decision"] = d.Reason
+	}
+	if d.Confirmed {
+		f["confirmed"] = true
+	}
+	if d.Gate != "" {
+		f["gate"] = d.Gate
+		if d.GateReason != "" {
+			f["gate_reason"] = d.GateReason
+		}
+	}
+	if d.FailOpen {
+		f["gate_fail_open"] = true
+	}
 }
 
 // Authorizer decides AuthRequests. It may prompt (confirm) or call a
@@ -110,6 +141,14 @@ type Config struct {
 	ProcRoot string
 	// Version is reported by status.
 	Version string
+	// FrameTimeout bounds how long the rest of a message may take once
+	// its first byte arrived. Default 10s: ssh writes whole frames, so a
+	// peer that stops in the middle is only holding a connection open.
+	FrameTimeout time.Duration
+	// MaxConnsPerPid caps the connections one peer process may hold open
+	// at once. Default 128: a remote host with a forwarded agent opens one
+	// per channel through the local ssh process.
+	MaxConnsPerPid int
 	// StatusExtra adds the wiring's view (issuer, catalog, policy, audit)
 	// to status; it must answer from memory.
 	StatusExtra func(ctx context.Context) any
@@ -128,8 +167,25 @@ type Server struct {
 
 	lockMu    sync.Mutex // guards the fields below
 	locked    bool
-	lockHash  []byte // SHA-256 of the lock passphrase
+	lockSalt  []byte // made at start; the passphrase itself is not kept
+	lockHash  []byte // SHA-256 of salt and passphrase
 	lockFails int
+	// unlockMu takes unlock attempts one at a time across connections,
+	// held through a wrong guess's delay.
+	unlockMu sync.Mutex
+
+	// self is this program's executable, to tell the warden-agent program
+	// from other peers; nil when it cannot be read (nothing then passes).
+	self *fileID
+	// records limits peer-caused audit records across connections.
+	records *audit.Limiter
+	// hintRate limits hints across connections.
+	hintRate *audit.Limiter
+	// upstreamDown is set once an unreachable upstream was logged, until
+	// it answers again.
+	upstreamDown atomic.Bool
+	// perPid counts open connections by peer pid (connMu).
+	perPid map[int]int
 
 	connMu sync.Mutex // guards conns
 	conns  map[*conn]struct{}
@@ -181,6 +237,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.UpstreamSignTimeout <= 0 {
 		cfg.UpstreamSignTimeout = 2 * time.Minute
 	}
+	if cfg.FrameTimeout <= 0 {
+		cfg.FrameTimeout = 10 * time.Second
+	}
+	if cfg.MaxConnsPerPid <= 0 {
+		cfg.MaxConnsPerPid = 128
+	}
 	if cfg.ProcRoot == "" {
 		cfg.ProcRoot = "/proc"
 	}
@@ -188,17 +250,26 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("upstream agent %s is warden's own socket; start warden-agent with the SSH_AUTH_SOCK of your real agent or --upstream none", cfg.Upstream)
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		started: cfg.Now(),
-		latency: newLatencyHistogram(),
-		hints:   newHintStore(),
-		conns:   map[*conn]struct{}{},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		started:  cfg.Now(),
+		latency:  newLatencyHistogram(),
+		hints:    newHintStore(),
+		conns:    map[*conn]struct{}{},
+		perPid:   map[int]int{},
+		records:  audit.NewLimiter(globalRecordRate, globalRecordBurst),
+		hintRate: audit.NewLimiter(globalHintRate, globalHintBurst),
+		lockSalt: newLockSalt(),
 		// The issuance ends a little before the List deadline, so a waiter
 		// gets the issuer's own error (which names the address and what
 		// happened) rather than its own bare deadline, and the upstream
 		// keys still make it into the list.
 		cache: signer.NewCache(signer.CacheOptions{Now: cfg.Now, IssueTimeout: issueTimeout(cfg.ListDeadline)}),
+	}
+	if id, err := executableID(cfg.ProcRoot, os.Getpid()); err == nil {
+		s.self = &id
+	} else {
+		s.log.Warn("cannot identify the agent's own executable: warden's extensions (hint, status, sign) will be refused", "err", err)
 	}
 	return s, nil
 }
@@ -310,6 +381,23 @@ func (s *Server) handle(uc *net.UnixConn) {
 		uc.Close()
 		return
 	}
+	s.connMu.Lock()
+	if s.perPid[pid] >= s.cfg.MaxConnsPerPid {
+		s.connMu.Unlock()
+		s.stats.Refused.Add(1)
+		s.log.Warn("connection refused: too many open connections from one process", "peer_pid", pid, "limit", s.cfg.MaxConnsPerPid)
+		uc.Close()
+		return
+	}
+	s.perPid[pid]++
+	s.connMu.Unlock()
+	defer func() {
+		s.connMu.Lock()
+		if s.perPid[pid]--; s.perPid[pid] <= 0 {
+			delete(s.perPid, pid)
+		}
+		s.connMu.Unlock()
+	}()
 	c := s.newConn(uc, readPeer(s.cfg.ProcRoot, pid, uid))
 	s.connMu.Lock()
 	if s.stopping.Load() {

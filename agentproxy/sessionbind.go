@@ -56,6 +56,9 @@ func parseSessionBind(contents []byte) (*sessionBind, error) {
 	}
 	key, err := ssh.ParsePublicKey(m.HostKey)
 	if err != nil {
+		if alg, _, ok := parseString(m.HostKey); ok && len(alg) <= 64 {
+			return nil, fmt.Errorf("%w: host key algorithm %q cannot be verified by warden: %v", errBindRefused, alg, err)
+		}
 		return nil, fmt.Errorf("%w: host key: %v", errBindRefused, err)
 	}
 	sig := new(ssh.Signature)

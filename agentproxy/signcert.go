@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netkingdom/ops-warden/signer"
+
 	"golang.org/x/crypto/ssh"
 )
 
@@ -41,9 +43,6 @@ type SignCertReply struct {
 const evCertExported = "cert.exported"
 
 func (c *conn) signCert(contents []byte) ([]byte, error) {
-	if c.forwarded() {
-		return nil, errForwarded
-	}
 	s := c.s
 	var req SignCertRequest
 	if err := json.Unmarshal(contents, &req); err != nil {
@@ -71,26 +70,58 @@ func (c *conn) signCert(contents []byte) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
 	defer cancel()
+	if req.ExportKey {
+		return s.exportCert(ctx, t)
+	}
 	e, err := s.obtain(ctx, t)
 	if err != nil {
 		return fail(err.Error())
 	}
-	reply := SignCertReply{
+	return jsonReply(SignCertReply{
 		Certificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(e.Cert))),
-		Serial:      fmt.Sprintf("%016x", e.Cert.Serial), Route: r.Name,
-	}
-	if req.ExportKey {
-		// The key leaves memory only here, on request, and it is recorded.
+		Serial:      fmt.Sprintf("%x", e.Cert.Serial), Route: r.Name,
+	})
+}
+
+// exportCert mints a key and certificate for files on disk (sign --out).
+// They are made for this export alone and never enter the cache: a key
+// that has been on disk is never one the agent signs logins with. The
+// export is recorded before the key leaves memory.
+func (s *Server) exportCert(ctx context.Context, t *target) ([]byte, error) {
+	fail := func(msg string) ([]byte, error) { return jsonReply(map[string]string{"error": msg}) }
+	d := s.authorize(ctx, t)
+	t.decided = &d
+	if !d.Allow {
+		err := &PolicyDeniedError{Decision: d}
 		f := t.fields()
-		f["serial"], f["serial_dec"] = reply.Serial, strconv.FormatUint(e.Cert.Serial, 10)
-		if err := s.record(ctx, evCertExported, f); err != nil {
-			return fail("audit log unavailable: the key is not exported")
-		}
-		block, err := ssh.MarshalPrivateKey(ed25519.PrivateKey(e.Ephemeral.Private), "warden:"+r.Name+":"+p)
-		if err != nil {
-			return nil, err
-		}
-		reply.PrivateKey = string(pem.EncodeToMemory(block))
+		d.addTo(f)
+		f["error"] = err.Error()
+		s.stats.IssueFailed.Add(1)
+		_ = s.record(ctx, evIssueFailed, f)
+		return fail(err.Error())
 	}
+	eph, err := signer.NewEphemeralKey()
+	if err != nil {
+		return nil, err
+	}
+	iss, err := s.issue(ctx, t, ttlFor(t), eph)
+	if err != nil {
+		return fail(err.Error())
+	}
+	reply := SignCertReply{
+		Certificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(iss.Cert))),
+		Serial:      fmt.Sprintf("%x", iss.Cert.Serial), Route: t.route.Name,
+	}
+	f := t.fields()
+	f["serial"], f["serial_dec"] = reply.Serial, strconv.FormatUint(iss.Cert.Serial, 10)
+	f["exported_only"] = true
+	if err := s.record(ctx, evCertExported, f); err != nil {
+		return fail("audit log unavailable: the key is not exported")
+	}
+	block, err := ssh.MarshalPrivateKey(ed25519.PrivateKey(eph.Private), "warden:"+t.route.Name+":"+t.principal)
+	if err != nil {
+		return nil, err
+	}
+	reply.PrivateKey = string(pem.EncodeToMemory(block))
 	return jsonReply(reply)
 }

@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// ExtStatus asks the agent for its state (`warden-agent status`). The
-// answer is built from memory only: nothing on this path calls the issuer.
+// ExtStatus asks the agent for its state (`warden-agent status`). This
+// package answers from memory; Config.StatusExtra may ask the issuer,
+// within a deadline.
 const ExtStatus = "status@ops-warden.netkingdom"
 
 // Status is the agent's state as `warden-agent status` prints it.
@@ -79,7 +80,7 @@ func (c *conn) status() ([]byte, error) {
 	st.IssueLatency = s.latency.snapshot()
 	for _, e := range s.cache.Valid() {
 		st.Certificates = append(st.Certificates, CertStatus{
-			Route: e.Key.Route, Principal: e.Key.Principal, Serial: fmt.Sprintf("%016x", e.Cert.Serial),
+			Route: e.Key.Route, Principal: e.Key.Principal, Serial: fmt.Sprintf("%x", e.Cert.Serial), // as OpenBao writes it
 			ValidBefore: e.ValidBefore().UTC(), ExpiresInSec: int64(e.ValidBefore().Sub(now).Seconds()),
 		})
 	}
@@ -102,7 +103,8 @@ func (c *conn) status() ([]byte, error) {
 		}
 	}
 	if s.cfg.StatusExtra != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// The wiring asks the issuer now (health, token); the CLI waits 5s.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		st.Extra = s.cfg.StatusExtra(ctx)
 	}

@@ -25,9 +25,12 @@ type target struct {
 	principal string
 	user      string // remote user, when hinted
 	host      string // hinted host name
-	hostKey   ssh.PublicKey
-	source    string        // "hint", "host-key" or "sign-command"
-	maxTTL    time.Duration // a caller's cap on the lifetime (sign --ttl)
+	// hosts are the names the policy sees: the hinted host, or those the
+	// pins, known_hosts or a verified host certificate give for the key.
+	hosts   []string
+	hostKey ssh.PublicKey
+	source  string        // "hint", "host-key" or "sign-command"
+	maxTTL  time.Duration // a caller's cap on the lifetime (sign --ttl)
 	// decided is the policy decision already made for this target (the
 	// hint's, so one login asks a confirm rule once); obtain sets it.
 	decided   *AuthDecision
@@ -53,6 +56,9 @@ func (t *target) fields() map[string]any {
 	if t.hostKey != nil {
 		f["host_key"] = signer.KeyFingerprint(t.hostKey)
 	}
+	if t.host == "" && len(t.hosts) > 0 {
+		f["hosts"] = t.hosts
+	}
 	return f
 }
 
@@ -75,7 +81,7 @@ func (s *Server) authorize(ctx context.Context, t *target) AuthDecision {
 		return AuthDecision{Allow: true, Rule: "no policy file (catalog only)"}
 	}
 	return s.cfg.Authorize(ctx, AuthRequest{
-		Subject: s.cfg.LocalUser, Principal: t.principal, User: t.user, Host: t.host,
+		Subject: s.cfg.LocalUser, Principal: t.principal, User: t.user, Host: t.host, Hosts: t.hosts,
 		Route: t.route.Name, Callers: t.callers, Forwarded: t.forwarded, Bound: t.bound,
 	})
 }
@@ -94,73 +100,94 @@ func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
 	if !dec.Allow {
 		err := &PolicyDeniedError{Decision: dec}
 		f := t.fields()
-		f["error"], f["rule"] = err.Error(), dec.Rule
+		dec.addTo(f)
+		f["error"] = err.Error()
 		s.stats.IssueFailed.Add(1)
 		_ = s.record(ctx, evIssueFailed, f)
 		return nil, err
 	}
+	ttl := ttlFor(t)
+	key := signer.CacheKey{Route: t.route.Name, Principal: t.principal}
+	return s.cache.Get(ctx, key, func(ctx context.Context, key signer.CacheKey, eph *signer.EphemeralKey) (*signer.Issued, error) {
+		return s.issue(ctx, t, ttl, eph)
+	})
+}
+
+// ttlFor is the route's lifetime capped by the decision and the caller.
+func ttlFor(t *target) time.Duration {
 	ttl := t.route.Lifetime()
-	for _, limit := range []time.Duration{dec.MaxTTL, t.maxTTL} {
+	for _, limit := range []time.Duration{t.decided.MaxTTL, t.maxTTL} {
 		if limit > 0 && limit < ttl {
 			ttl = limit
 		}
 	}
-	key := signer.CacheKey{Route: t.route.Name, Principal: t.principal}
-	return s.cache.Get(ctx, key, func(ctx context.Context, key signer.CacheKey, eph *signer.EphemeralKey) (*signer.Issued, error) {
-		req := signer.Request{
-			PublicKey:     eph.PublicKey(),
-			Principals:    []string{t.principal},
-			TTL:           ttl,
-			Extensions:    t.route.CertExtensions(),
-			Mount:         t.route.Mount,
-			Role:          t.route.Role,
-			RouteName:     t.route.Name,
-			CorrelationID: t.connID,
-			AuditHead:     s.auditHead(),
-		}
-		if s.cfg.Issuer.Kind() == "local" {
-			// OpenBao refuses key ids unless the role allows them.
-			req.KeyID = fmt.Sprintf("warden:%s:%s:%s", s.cfg.LocalUser, t.route.Name, t.principal)
-		}
-		start := s.cfg.Now()
-		iss, err := s.cfg.Issuer.Issue(ctx, req)
-		f := t.fields()
-		f["ttl"] = ttl.String()
-		f["issuer"] = s.cfg.Issuer.Kind()
-		took := s.cfg.Now().Sub(start)
-		s.latency.observe(took)
-		f["latency_us"] = took.Microseconds()
-		if err != nil {
-			s.stats.IssueFailed.Add(1)
-			f["error"] = err.Error()
-			_ = s.record(context.WithoutCancel(ctx), evIssueFailed, f)
-			return nil, err
-		}
-		c := iss.Cert
-		f["serial"] = fmt.Sprintf("%016x", c.Serial)
-		f["serial_dec"] = strconv.FormatUint(c.Serial, 10)
-		f["key_id"] = c.KeyId
-		f["key_fingerprint"] = signer.KeyFingerprint(c)
-		f["valid_after"] = time.Unix(int64(c.ValidAfter), 0).UTC().Format(time.RFC3339)
-		f["valid_before"] = time.Unix(int64(c.ValidBefore), 0).UTC().Format(time.RFC3339)
-		f["ca_fingerprint"] = iss.CAFingerprint
-		if iss.RequestID != "" {
-			f["request_id"] = iss.RequestID
-		}
-		if err := s.record(context.WithoutCancel(ctx), evCertIssued, f); err != nil {
-			s.stats.IssueFailed.Add(1)
-			return nil, fmt.Errorf("audit log unavailable, certificate discarded: %w", err)
-		}
-		s.stats.Issued.Add(1)
-		return iss, nil
-	})
+	return ttl
+}
+
+// issue asks the issuer for a certificate of eph for t and records the
+// issuance (or its failure) before anyone may use it; if the record
+// cannot be made durable the certificate is discarded.
+func (s *Server) issue(ctx context.Context, t *target, ttl time.Duration, eph *signer.EphemeralKey) (*signer.Issued, error) {
+	req := signer.Request{
+		PublicKey:     eph.PublicKey(),
+		Principals:    []string{t.principal},
+		TTL:           ttl,
+		Extensions:    t.route.CertExtensions(),
+		Mount:         t.route.Mount,
+		Role:          t.route.Role,
+		RouteName:     t.route.Name,
+		CorrelationID: t.connID,
+		AuditHead:     s.auditHead(),
+	}
+	if s.cfg.Issuer.Kind() == "local" {
+		// OpenBao refuses key ids unless the role allows them.
+		req.KeyID = fmt.Sprintf("warden:%s:%s:%s", s.cfg.LocalUser, t.route.Name, t.principal)
+	}
+	start := s.cfg.Now()
+	iss, err := s.cfg.Issuer.Issue(ctx, req)
+	f := t.fields()
+	if t.decided != nil {
+		t.decided.addTo(f)
+	}
+	f["ttl"] = ttl.String()
+	f["issuer"] = s.cfg.Issuer.Kind()
+	took := s.cfg.Now().Sub(start)
+	s.latency.observe(took)
+	f["latency_us"] = took.Microseconds()
+	if err != nil {
+		s.stats.IssueFailed.Add(1)
+		f["error"] = err.Error()
+		_ = s.record(context.WithoutCancel(ctx), evIssueFailed, f)
+		return nil, err
+	}
+	c := iss.Cert
+	f["serial"] = fmt.Sprintf("%x", c.Serial)
+	f["serial_dec"] = strconv.FormatUint(c.Serial, 10)
+	f["key_id"] = c.KeyId
+	f["key_fingerprint"] = signer.KeyFingerprint(c)
+	f["valid_after"] = time.Unix(int64(c.ValidAfter), 0).UTC().Format(time.RFC3339)
+	f["valid_before"] = time.Unix(int64(c.ValidBefore), 0).UTC().Format(time.RFC3339)
+	f["ca_fingerprint"] = iss.CAFingerprint
+	if iss.RequestID != "" {
+		f["request_id"] = iss.RequestID
+	}
+	if err := s.record(context.WithoutCancel(ctx), evCertIssued, f); err != nil {
+		s.stats.IssueFailed.Add(1)
+		return nil, fmt.Errorf("audit log unavailable, certificate discarded: %w", err)
+	}
+	s.stats.Issued.Add(1)
+	return iss, nil
 }
 
 // resolve finds this connection's target: the hint for the ssh process
 // at the other end, checked against the bound host key; or, without a
-// hint, the route of the bound host key. all is true when the connection
-// has neither hint nor bind: it then sees the certificates already issued.
-func (c *conn) resolve() (t *target, all bool, why string) {
+// hint, the route that pins or knows the bound host key (a host
+// certificate only when verified in full), with the names that proof
+// gives for the policy. all is true when the connection has neither hint
+// nor bind: it then sees the certificates already issued. refused is set
+// when a route's check said no (a principal, a pin, a forged or expired
+// host certificate), as opposed to a server that is not warden's.
+func (c *conn) resolve() (t *target, all bool, why string, refused bool) {
 	s := c.s
 	cat := s.cfg.Catalog()
 	var last *sessionBind
@@ -171,7 +198,7 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 	t = &target{bound: last != nil, forwarded: forwarded, callers: c.peer.Chain, connID: c.id, caller: c.caller()}
 	if last != nil {
 		if last.Forwarding {
-			return nil, false, "connection is bound for agent forwarding only"
+			return nil, false, "connection is bound for agent forwarding only", false
 		}
 		t.hostKey = last.HostKey
 	}
@@ -181,51 +208,93 @@ func (c *conn) resolve() (t *target, all bool, why string) {
 		if start, err := startTime(s.cfg.ProcRoot, c.peer.Pid); err == nil {
 			if h := s.hints.get(c.peer.Pid, start, s.cfg.Now()); h != nil {
 				if h.refused != "" {
-					return nil, false, "refused at hint time: " + h.refused
+					return nil, false, "refused at hint time: " + h.refused, false // recorded then
 				}
 				r := cat.RouteForHost(h.Host)
 				if r == nil {
-					return nil, false, "no route for host " + h.Host
+					return nil, false, "no route for host " + h.Host, false
 				}
 				p, err := r.PrincipalFor(h.User)
 				if err != nil {
-					return nil, false, err.Error()
+					return nil, false, err.Error(), true
 				}
-				if last != nil && (len(r.HostKeys) > 0 || len(r.HostCA) > 0) && !r.PinsHostKey(last.HostKey) {
-					return nil, false, fmt.Sprintf("host key %s of %s is not pinned by route %s", signer.KeyFingerprint(last.HostKey), h.Host, r.Name)
+				t.user, t.host, t.route = h.User, h.Host, r
+				if last != nil && (len(r.HostKeys) > 0 || len(r.HostCA) > 0) {
+					if err := r.CheckHostKey(last.HostKey, h.Host, s.cfg.Now()); err != nil {
+						return t, false, fmt.Sprintf("host key %s of %s: %v", signer.KeyFingerprint(last.HostKey), h.Host, err), true
+					}
 				}
-				t.route, t.principal, t.user, t.host, t.source = r, p, h.User, h.Host, "hint"
+				t.principal, t.source = p, "hint"
+				t.hosts = []string{h.Host}
 				t.decided = h.decided
-				return t, false, ""
+				return t, false, "", false
 			}
 		}
 	}
 	if last == nil {
-		return nil, true, ""
+		return nil, true, "", false
 	}
 	var kh *catalog.KnownHosts
 	if s.cfg.KnownHosts != nil {
 		kh = s.cfg.KnownHosts()
 	}
-	r := cat.RouteForHostKey(last.HostKey, kh)
-	if r == nil {
-		return nil, false, "no route for host key " + signer.KeyFingerprint(last.HostKey)
+	m, err := cat.MatchHostKey(last.HostKey, kh, "", s.cfg.Now())
+	if err != nil {
+		return nil, false, err.Error(), !errors.Is(err, catalog.ErrNoHostKeyRoute)
 	}
-	p, ok := r.SolePrincipal()
+	t.route, t.hosts = m.Route, m.Names
+	p, ok := m.Route.SolePrincipal()
 	if !ok {
-		return nil, false, fmt.Sprintf("route %s allows several users and ssh sent no hint; add the block from `warden-agent ssh-config` to ~/.ssh/config", r.Name)
+		return t, false, fmt.Sprintf("route %s allows several users and ssh sent no hint; add the block from `warden-agent ssh-config` to ~/.ssh/config", m.Route.Name), true
 	}
-	t.route, t.principal, t.source = r, p, "host-key"
-	return t, false, ""
+	t.principal, t.source = p, "host-key"
+	return t, false, "", false
 }
 
-// wardenEntries returns the certificates to list on this connection.
-func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
-	t, all, why := c.resolve()
-	if all {
-		return c.bindFreeFirst(c.s.cache.Valid())
+// refusedTarget records a target a route's check refused, and logs it at
+// info: a pinned host key that does not match is a reason to look, and
+// the user only sees "Permission denied".
+func (c *conn) refusedTarget(t *target, why string) {
+	c.s.log.Info("no certificate: target refused", "conn", c.id, "why", why)
+	if !c.mayRecord(evTargetRefused) {
+		return
 	}
-	if t == nil {
+	f := map[string]any{"conn": c.id, "reason": why, "caller": c.caller(), "forwarded": c.forwarded()}
+	if t != nil {
+		if t.route != nil {
+			f["route"] = t.route.Name
+		}
+		if t.user != "" {
+			f["user"] = t.user
+		}
+		if t.host != "" {
+			f["host"] = t.host
+		}
+	}
+	if last, _, fp := c.lastBind(); last != nil {
+		f["host_key"] = fp
+	}
+	_ = c.s.record(context.Background(), evTargetRefused, f)
+}
+
+// wardenEntries returns the certificates to list on this connection. A
+// tainted connection gets none; an unbound one only those of routes that
+// let clients without session-bind sign (require_bind: false), the only
+// ones it could use.
+func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
+	if c.trust() == trustTainted {
+		c.s.log.Debug("no certificate for a tainted connection", "conn", c.id, "why", c.taint)
+		return nil
+	}
+	t, all, why, refused := c.resolve()
+	if all {
+		return c.bindFreeOnly(c.s.cache.Valid())
+	}
+	if refused {
+		c.refusedTarget(t, why)
+		return nil
+	}
+	if why != "" {
 		c.s.log.Debug("no certificate for this connection", "conn", c.id, "why", why)
 		return nil
 	}
@@ -234,7 +303,7 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 		// Without session-bind the target is not proven, so nothing new is
 		// issued; a certificate the hint already obtained may be listed.
 		if e := c.s.cache.Current(signer.CacheKey{Route: t.route.Name, Principal: t.principal}); e != nil {
-			return []*signer.Entry{e}
+			return c.bindFreeOnly([]*signer.Entry{e})
 		}
 		return nil
 	}
@@ -246,27 +315,15 @@ func (c *conn) wardenEntries(ctx context.Context) []*signer.Entry {
 	return []*signer.Entry{e}
 }
 
-// bindFreeFirst puts the certificates of require_bind: false routes
-// first. A connection with neither hint nor bind sees every certificate
-// (ssh-add -l shows them all), and one that signs without binding can use
-// only those; paramiko and x/crypto clients try just the first key an
-// agent offers and give up when its signature is refused.
-func (c *conn) bindFreeFirst(entries []*signer.Entry) []*signer.Entry {
+// bindFreeOnly keeps the certificates of require_bind: false routes: a
+// connection without session-bind cannot sign with any other, and
+// paramiko and x/crypto clients try just the first key an agent offers.
+func (c *conn) bindFreeOnly(entries []*signer.Entry) []*signer.Entry {
 	cat := c.s.cfg.Catalog()
-	bindFree := func(e *signer.Entry) bool {
+	return slices.DeleteFunc(entries, func(e *signer.Entry) bool {
 		r := cat.RouteByName(e.Key.Route)
-		return r != nil && !r.BindRequired()
-	}
-	slices.SortStableFunc(entries, func(a, b *signer.Entry) int {
-		switch fa, fb := bindFree(a), bindFree(b); {
-		case fa && !fb:
-			return -1
-		case fb && !fa:
-			return 1
-		}
-		return 0
+		return r == nil || r.BindRequired()
 	})
-	return entries
 }
 
 // signWarden applies the sign-time checks to a warden certificate and
@@ -291,6 +348,10 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	if s.isLocked() {
 		return deny("agent is locked")
 	}
+	class := c.trust()
+	if class == trustTainted {
+		return deny("connection is tainted: " + c.taint)
+	}
 	ua, err := parseUserauth(data)
 	if err != nil {
 		return deny("only SSH logins may be signed with a warden certificate (" + err.Error() + ")")
@@ -299,6 +360,12 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	u.sidHash = c.sessionHash(ua.SessionID)
 	if !bytes.Equal(ua.PublicKey, blob) {
 		return deny("the login request names another key")
+	}
+	if ua.Service != serviceConnection {
+		return deny(fmt.Sprintf("the login request is for service %q, not %q", ua.Service, serviceConnection))
+	}
+	if !algorithmFits(ua.Algorithm, e.Cert) {
+		return deny(fmt.Sprintf("the login request names algorithm %q for a %s certificate", ua.Algorithm, e.Cert.Key.Type()))
 	}
 	if t := c.target; t != nil && t.route.Name == e.Key.Route && t.host != "" {
 		u.host = t.host
@@ -312,6 +379,11 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 		switch {
 		case last.Forwarding:
 			return deny("connection is bound for agent forwarding, not for a login")
+		case class == trustForwarded && ua.Method != methodHostbound:
+			// Only the hostbound method names the host in the signed data,
+			// so only it stops a far host from using the signature on
+			// another host.
+			return deny("a forwarded agent signs only publickey-hostbound-v00@openssh.com logins")
 		case !bytes.Equal(ua.SessionID, last.SessionID):
 			return deny("session id does not match the bound session")
 		// The raw blob equal to the bound key's wire form is the common
@@ -322,6 +394,9 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 			return deny("certificate was not offered on this connection")
 		}
 	} else {
+		if class != trustUnbound {
+			return deny("connection is " + class.String())
+		}
 		if route.BindRequired() {
 			return deny(fmt.Sprintf("client sent no session-bind@openssh.com and route %s requires it (require_bind: false allows tunnel programs that cannot bind)", route.Name))
 		}
@@ -352,6 +427,21 @@ func (c *conn) signWarden(e *signer.Entry, data []byte, flags agent.SignatureFla
 	}
 	s.stats.Used.Add(1)
 	return sig, nil
+}
+
+// serviceConnection is the only service a login is for (RFC 4252).
+const serviceConnection = "ssh-connection"
+
+// algorithmFits reports whether alg is a signature algorithm of cert: its
+// own type, or for an RSA certificate one of the rsa-sha2 variants.
+func algorithmFits(alg string, cert *ssh.Certificate) bool {
+	if alg == cert.Type() {
+		return true
+	}
+	if cert.Key.Type() == ssh.KeyAlgoRSA {
+		return alg == ssh.CertAlgoRSASHA256v01 || alg == ssh.CertAlgoRSASHA512v01
+	}
+	return false
 }
 
 // signUse is what the cert.used and sign.denied records of one signature
@@ -431,14 +521,34 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	if req.SSHPid <= 1 || req.User == "" || req.Host == "" || len(req.User) > maxHintUser || len(req.Host) > maxHintHost || req.Port < 0 || req.Port > 65535 {
 		return jsonReply(HintReply{Error: "hint needs --ssh-pid, --user and --host (run it from ssh's Match exec, see `warden-agent ssh-config`)"})
 	}
+	if c.hints++; c.hints > hintsPerConn {
+		return nil, fmt.Errorf("more than %d hints on one connection", hintsPerConn)
+	}
+	if ok, _ := s.hintRate.Allow(time.Now()); !ok {
+		return jsonReply(HintReply{Error: "too many hints at once; the agent is refusing hints for a moment"})
+	}
+	// A process speaks only for its own ssh: the pid must be the caller
+	// or one of its ancestors (ssh runs Match exec through a shell). This
+	// also keeps the reply from telling live pids from dead ones.
+	if !c.isSelfOrDescendant(req.SSHPid) {
+		return jsonReply(HintReply{Error: fmt.Sprintf("pid %d is not this process or one of its parents: a hint speaks only for the ssh that runs it (see `warden-agent ssh-config`)", req.SSHPid)})
+	}
 	start, err := startTime(s.cfg.ProcRoot, req.SSHPid)
 	if err != nil {
 		return jsonReply(HintReply{Error: fmt.Sprintf("no process with pid %d", req.SSHPid)})
 	}
 	h := &hint{HintRequest: req, id: s.newID(), start: start, at: s.cfg.Now()}
+	if old := s.hints.get(req.SSHPid, start, h.at); old != nil && old.HintRequest != req {
+		// A live hint is never replaced: ssh evaluates its config once per
+		// connection, so a second, different hint for the same process is
+		// not ssh's.
+		return jsonReply(HintReply{Error: fmt.Sprintf("ssh process %d already has a hint for %s@%s; a hint is never replaced", req.SSHPid, old.User, old.Host)})
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
 	defer cancel()
-	_ = s.record(ctx, evHint, map[string]any{"conn": h.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
+	if c.mayRecord(evHint) {
+		_ = s.record(ctx, evHint, map[string]any{"conn": h.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
+	}
 
 	if s.isLocked() {
 		h.refused = "agent is locked"
@@ -454,6 +564,11 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	if err != nil {
 		h.refused = err.Error()
 		s.hints.put(h)
+		c.s.log.Info("no certificate: target refused", "conn", h.id, "why", h.refused)
+		if c.mayRecord(evTargetRefused) {
+			_ = s.record(ctx, evTargetRefused, map[string]any{"conn": h.id, "route": r.Name, "user": req.User, "host": req.Host,
+				"reason": h.refused, "source": "hint", "caller": c.caller()})
+		}
 		return jsonReply(HintReply{Route: r.Name, Error: err.Error()})
 	}
 	s.hints.put(h)
@@ -475,6 +590,6 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		}
 		return jsonReply(HintReply{Route: r.Name, Principal: p, Error: err.Error()})
 	}
-	reply.Serial = fmt.Sprintf("%016x", e.Cert.Serial)
+	reply.Serial = fmt.Sprintf("%x", e.Cert.Serial)
 	return jsonReply(reply)
 }

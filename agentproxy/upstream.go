@@ -2,6 +2,8 @@ package agentproxy
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -13,129 +15,106 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 )
 
-// upstream is one connection to the user's own agent. Every call has a
-// deadline; a call that times out leaves the stream out of step, so the
-// connection is marked broken and the next call dials again.
+// upstream is one connection to the user's own agent. warden passes
+// frames to it byte for byte and reads back exactly one reply frame per
+// request, so it never needs to understand a key type, a constraint or an
+// extension it does not own.
 //
-// A plain refusal (SSH_AGENT_FAILURE: a denied confirmation, a key the
-// agent does not hold) leaves the stream in step, and the connection is
-// kept: the upstream agent remembers the session binds forwarded on it,
-// and a fresh connection would be unbound, so a destination-restricted
-// key would be refused after any earlier refusal on the same client
-// connection (ssh-agent: "refusing use of destination-constrained key to
-// sign on unbound connection").
+// Every call has a deadline; a call that times out or fails leaves the
+// stream out of step, so the connection is marked broken and the next
+// call dials again. A plain refusal (SSH_AGENT_FAILURE: a denied
+// confirmation, a key the agent does not hold) leaves it in step and the
+// connection is kept: the upstream agent remembers the session binds
+// forwarded on it, and a fresh connection would be unbound ("refusing use
+// of destination-constrained key to sign on unbound connection").
 type upstream struct {
 	nc      net.Conn
-	sc      *stepConn
-	client  agent.ExtendedAgent
 	timeout time.Duration
 	// signTimeout bounds a signature, which may wait for a human: see
 	// Config.UpstreamSignTimeout.
 	signTimeout time.Duration
 	broken      atomic.Bool
+	// callMu makes calls one at a time: a List abandoned at its deadline
+	// may still be reading its reply when the next request comes.
+	callMu sync.Mutex
+	// lastUsed is when the last call ended (unix nanoseconds), so an idle
+	// connection can be closed.
+	lastUsed atomic.Int64
 
 	mu       sync.Mutex        // guards comments
 	comments map[string]string // key blob → comment from the last List
 }
+
+var (
+	errUpstreamReply  = errors.New("upstream agent sent a malformed reply")
+	errUpstreamBroken = errors.New("upstream connection broken by an earlier call")
+)
 
 func dialUpstream(path string, timeout time.Duration) (*upstream, error) {
 	nc, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
 		return nil, err
 	}
-	// Passing only Reader and Writer keeps x/crypto's client synchronous
-	// (no pipelining reader goroutine), so per-call deadlines are simple.
-	sc := &stepConn{c: nc}
-	rw := struct {
-		io.Reader
-		io.Writer
-	}{sc, sc}
-	return &upstream{nc: nc, sc: sc, client: agent.NewClient(rw), timeout: timeout, signTimeout: timeout}, nil
+	u := &upstream{nc: nc, timeout: timeout, signTimeout: timeout}
+	u.lastUsed.Store(time.Now().UnixNano())
+	return u, nil
 }
 
-// stepConn is the upstream connection as x/crypto's client sees it; it
-// tells whether the stream is still in step after a call: no read or
-// write failed, and every reply was read to its end. x/crypto's client
-// does not wrap its errors, so a failed call cannot otherwise be told
-// from a refusal. The client reads and writes one call at a time; mu is
-// for inStep, which a List abandoned at its deadline may ask while the
-// next call runs.
-type stepConn struct {
-	c      net.Conn
-	mu     sync.Mutex
-	failed bool    // a read or write failed (EOF, reset, deadline)
-	hdr    [4]byte // the length of the reply being read
-	hdrN   int     // bytes of hdr read; 4 while in a body
-	left   uint32  // bytes of the reply's body not yet read
-	// lastLen and lastType are the length and first byte of the last
-	// reply: a refusal is a one-byte failure message.
-	lastLen  uint32
-	lastType byte
-}
+func (u *upstream) close() { u.nc.Close() }
 
-func (s *stepConn) Read(p []byte) (int, error) {
-	n, err := s.c.Read(p)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for b := p[:n]; len(b) > 0; {
-		if s.hdrN < 4 {
-			k := copy(s.hdr[s.hdrN:], b)
-			s.hdrN += k
-			b = b[k:]
-			if s.hdrN == 4 {
-				s.left = binary.BigEndian.Uint32(s.hdr[:])
-				s.lastLen, s.lastType = s.left, 0
-				if s.left == 0 {
-					s.hdrN = 0
-				}
-			}
-			continue
-		}
-		if s.left == s.lastLen {
-			s.lastType = b[0]
-		}
-		k := uint32(len(b))
-		if k > s.left {
-			k = s.left // more than one reply: not expected of an agent
-		}
-		s.left -= k
-		b = b[k:]
-		if s.left == 0 {
-			s.hdrN = 0
-		}
+// roundTrip sends one request body (without its length) and returns the
+// reply body. After a plain refusal with nothing unread behind it the
+// connection is kept; after any other failure (EOF, reset, timeout, an
+// oversized or empty reply) it is marked broken.
+func (u *upstream) roundTrip(body []byte, timeout time.Duration) ([]byte, error) {
+	u.callMu.Lock()
+	defer u.callMu.Unlock()
+	if u.broken.Load() {
+		return nil, errUpstreamBroken
 	}
-	if err != nil {
-		s.failed = true
+	u.nc.SetDeadline(time.Now().Add(timeout))
+	defer func() {
+		u.nc.SetDeadline(time.Time{})
+		u.lastUsed.Store(time.Now().UnixNano())
+	}()
+	frame := make([]byte, 4+len(body))
+	binary.BigEndian.PutUint32(frame, uint32(len(body)))
+	copy(frame[4:], body)
+	if _, err := u.nc.Write(frame); err != nil {
+		u.broken.Store(true)
+		return nil, err
 	}
-	return n, err
-}
-
-func (s *stepConn) Write(p []byte) (int, error) {
-	n, err := s.c.Write(p)
-	if err != nil || n < len(p) {
-		s.mu.Lock()
-		s.failed = true
-		s.mu.Unlock()
+	var hdr [4]byte
+	if _, err := io.ReadFull(u.nc, hdr[:]); err != nil {
+		u.broken.Store(true)
+		return nil, err
 	}
-	return n, err
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxMessageSize {
+		u.broken.Store(true)
+		return nil, fmt.Errorf("%w: %d-byte reply", errUpstreamReply, n)
+	}
+	reply := make([]byte, n)
+	if _, err := io.ReadFull(u.nc, reply); err != nil {
+		u.broken.Store(true)
+		return nil, err
+	}
+	// An agent that sent more than one reply would answer every later
+	// request with the reply to the one before. A refusal is where that
+	// has been seen (ssh-agent answering out of turn after an error), so
+	// that is where it is checked.
+	if n == 1 && isFailure(reply[0]) && !u.drained() {
+		u.broken.Store(true)
+	}
+	return reply, nil
 }
 
-// refused reports whether the last call ended in a plain refusal with the
-// stream in step: the whole reply read, and it was SSH_AGENT_FAILURE or
-// SSH_AGENT_EXTENSION_FAILURE. Any other error (a reply x/crypto could not
-// parse, say) may mean the agent answered out of turn, so it is not kept.
-func (s *stepConn) refused() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.failed && s.hdrN == 0 && s.left == 0 && s.lastLen == 1 &&
-		(s.lastType == msgFailure || s.lastType == msgExtensionFailure)
-}
+// call is roundTrip under the ordinary deadline.
+func (u *upstream) call(body []byte) ([]byte, error) { return u.roundTrip(body, u.timeout) }
 
-// drained reports whether nothing is waiting to be read: an agent that
-// sent more than one reply would otherwise answer every later request
-// with the reply to the one before. It is asked only after a refusal.
-func (s *stepConn) drained() bool {
-	sc, ok := s.c.(syscall.Conn)
+// drained reports whether nothing is waiting to be read.
+func (u *upstream) drained() bool {
+	sc, ok := u.nc.(syscall.Conn)
 	if !ok {
 		return false
 	}
@@ -155,37 +134,28 @@ func (s *stepConn) drained() bool {
 	return err == nil && empty
 }
 
-func (u *upstream) close() { u.nc.Close() }
+func isFailure(t byte) bool { return t == msgFailure || t == msgExtensionFailure }
 
-// call runs f under the deadline. After a plain refusal the connection is
-// kept, with the session binds the upstream agent holds for it; after any
-// other error — a dead or restarted agent (EOF, reset), a timeout, an
-// oversized reply left unread, a reply that did not parse — it is marked
-// broken and the next call dials again.
-func (u *upstream) call(f func() error) error { return u.callFor(u.timeout, f) }
-
-func (u *upstream) callFor(timeout time.Duration, f func() error) error {
-	u.nc.SetDeadline(time.Now().Add(timeout))
-	err := f()
-	if err != nil && !(u.sc.refused() && u.sc.drained()) {
+// List asks for the upstream identities and remembers their comments for
+// the audit records of their use.
+func (u *upstream) List() ([]identity, error) {
+	reply, err := u.call([]byte{msgRequestIdentities})
+	if err != nil {
+		return nil, err
+	}
+	ids, err := parseIdentitiesAnswer(reply)
+	if err != nil {
 		u.broken.Store(true)
+		return nil, err
 	}
-	u.nc.SetDeadline(time.Time{})
-	return err
-}
-
-func (u *upstream) List() (keys []*agent.Key, err error) {
-	err = u.call(func() error { keys, err = u.client.List(); return err })
-	if err == nil {
-		m := make(map[string]string, len(keys))
-		for _, k := range keys {
-			m[string(k.Blob)] = k.Comment
-		}
-		u.mu.Lock()
-		u.comments = m
-		u.mu.Unlock()
+	m := make(map[string]string, len(ids))
+	for _, id := range ids {
+		m[string(id.Blob)] = string(id.Comment)
 	}
-	return keys, err
+	u.mu.Lock()
+	u.comments = m
+	u.mu.Unlock()
+	return ids, nil
 }
 
 // comment returns the comment the upstream agent listed for a key.
@@ -195,26 +165,62 @@ func (u *upstream) comment(blob []byte) string {
 	return u.comments[string(blob)]
 }
 
-func (u *upstream) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (sig *ssh.Signature, err error) {
-	err = u.callFor(u.signTimeout, func() error { sig, err = u.client.SignWithFlags(key, data, flags); return err })
-	return sig, err
+// statusOf turns a SUCCESS/FAILURE reply into an error.
+func statusOf(reply []byte, err error) error {
+	if err != nil {
+		return err
+	}
+	if len(reply) == 1 && reply[0] == msgSuccess {
+		return nil
+	}
+	return errUpstreamRefused
 }
 
-func (u *upstream) Add(key agent.AddedKey) error {
-	return u.call(func() error { return u.client.Add(key) })
+var errUpstreamRefused = errors.New("upstream agent refused the request")
+
+// SignWithFlags is a typed signature request (tests and warden's own
+// checks; the proxy path passes the client's frame unchanged).
+func (u *upstream) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	body := ssh.Marshal(struct {
+		Type  byte
+		Blob  []byte
+		Data  []byte
+		Flags uint32
+	}{msgSignRequest, key.Marshal(), data, uint32(flags)})
+	reply, err := u.roundTrip(body, u.signTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if reply[0] != msgSignResponse {
+		if !isFailure(reply[0]) {
+			u.broken.Store(true) // a reply of another kind: out of step
+		}
+		return nil, errUpstreamRefused
+	}
+	blob, rest, ok := parseString(reply[1:])
+	if !ok || len(rest) != 0 {
+		u.broken.Store(true)
+		return nil, errUpstreamReply
+	}
+	sig := new(ssh.Signature)
+	if err := ssh.Unmarshal(blob, sig); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUpstreamReply, err)
+	}
+	return sig, nil
 }
 
+// Remove asks the upstream agent to drop one key.
 func (u *upstream) Remove(key ssh.PublicKey) error {
-	return u.call(func() error { return u.client.Remove(key) })
+	return statusOf(u.call(ssh.Marshal(struct {
+		Type byte
+		Blob []byte
+	}{msgRemoveIdentity, key.Marshal()})))
 }
 
-func (u *upstream) RemoveAll() error { return u.call(u.client.RemoveAll) }
+// RemoveAll asks the upstream agent to drop every key.
+func (u *upstream) RemoveAll() error { return statusOf(u.call([]byte{msgRemoveAllIdentities})) }
 
-func (u *upstream) Lock(p []byte) error { return u.call(func() error { return u.client.Lock(p) }) }
-
-func (u *upstream) Unlock(p []byte) error { return u.call(func() error { return u.client.Unlock(p) }) }
-
-func (u *upstream) Extension(name string, contents []byte) (reply []byte, err error) {
-	err = u.call(func() error { reply, err = u.client.Extension(name, contents); return err })
-	return reply, err
+// Extension sends an extension request and returns the raw reply.
+func (u *upstream) Extension(name string, contents []byte) ([]byte, error) {
+	return u.call(extensionBody(name, contents))
 }

@@ -50,7 +50,7 @@ func (l *upstreamLog) snapshot() [][][]byte {
 // recordingUpstream is a unix-socket agent that records every request and
 // answers it with reply(conn, body): nil hangs up, an empty reply answers
 // nothing (the call times out).
-func recordingUpstream(t *testing.T, reply func(conn int, body []byte) []byte) (string, *upstreamLog) {
+func recordingUpstream(t testing.TB, reply func(conn int, body []byte) []byte) (string, *upstreamLog) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "step.sock")
 	ln, err := net.Listen("unix", sock)

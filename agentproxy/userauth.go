@@ -95,15 +95,3 @@ func parseUserauth(data []byte) (*userauthRequest, error) {
 	}
 	return &r, nil
 }
-
-// parseString reads an SSH string (uint32 length + bytes).
-func parseString(in []byte) (out, rest []byte, ok bool) {
-	if len(in) < 4 {
-		return nil, nil, false
-	}
-	n := uint32(in[0])<<24 | uint32(in[1])<<16 | uint32(in[2])<<8 | uint32(in[3])
-	if uint64(n) > uint64(len(in)-4) {
-		return nil, nil, false
-	}
-	return in[4 : 4+n], in[4+n:], true
-}

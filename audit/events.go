@@ -22,6 +22,13 @@ const (
 	// EventRecovered is written by Open (or a later reopen) when it found a
 	// torn last line, kept it aside and continued the chain.
 	EventRecovered = "audit.recovered"
+	// EventLimited is written once when a Limiter starts refusing records
+	// a peer causes, in place of the first one refused: conn and caller
+	// (for a per-connection limit), scope ("connection" or "global"),
+	// limited_event (the event refused), rate, burst and dropped (the
+	// limiter's refusals so far). Nothing more is written until the
+	// limiter allows records again.
+	EventLimited = "audit.limited"
 )
 
 // Events lists every event name this package defines, for completion and
@@ -32,6 +39,7 @@ var Events = []string{
 	EventUpstreamUsed, EventKeyAdded, EventKeyRemoved, EventAgentLocked,
 	EventAgentUnlocked, EventPolicyReloaded, EventPolicyReloadFailed,
 	EventCatalogReloaded, EventCatalogReloadFailed, EventRecovered,
+	EventLimited,
 }
 
 // Caller is the "caller" field of every event made on behalf of an agent

@@ -279,9 +279,9 @@ func chainHash(prev string, canonicalWithoutHash []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// encodeRecord builds the line for a new record (without the newline) and
-// fills in rec.Hash and rec.Raw. fields must come from normalizeFields.
-func encodeRecord(rec *Record) error {
+// recordMap is the record as one JSON object, without "hash": the
+// envelope and the fields, the way encodeRecord hashes it.
+func recordMap(rec *Record) map[string]any {
 	m := make(map[string]any, len(rec.Fields)+6)
 	for k, v := range rec.Fields {
 		m[k] = v
@@ -291,27 +291,78 @@ func encodeRecord(rec *Record) error {
 	m[fieldTime] = rec.Time.UTC().Format(timeLayout)
 	m[fieldEvent] = rec.Event
 	m[fieldPrev] = rec.Prev
-	body, err := canonical(m)
+	return m
+}
+
+// encodeRecord builds the line for a new record (without the newline) and
+// fills in rec.Hash and rec.Raw. fields must come from normalizeFields.
+func encodeRecord(rec *Record) error {
+	// The hash is over the line without its hash member, so encode with a
+	// placeholder and fill it in.
+	line, body, at, err := canonicalLine(recordMap(rec), ZeroHash)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	rec.Hash = chainHash(rec.Prev, body)
-	m[fieldHash] = rec.Hash
-	line, err := canonical(m)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
 	if len(line) > MaxRecordSize {
 		return fmt.Errorf("audit: %s record is %d bytes, more than the %d allowed", rec.Event, len(line), MaxRecordSize)
 	}
+	copy(line[at:], rec.Hash)
 	rec.Raw = line
 	return nil
 }
 
+// canonicalLine encodes a record's members m (without "hash") and the
+// hash member in one canonical object, and returns that line and the body
+// the hash is computed over: the same object without the hash member.
+// hashAt is the offset of hash's first hex digit in line.
+func canonicalLine(m map[string]any, hash string) (line, body []byte, hashAt int, err error) {
+	keys := make([]string, 0, len(m)+1)
+	for k := range m {
+		keys = append(keys, k)
+	}
+	keys = append(keys, fieldHash)
+	sort.Strings(keys)
+	line = append(make([]byte, 0, 512), '{')
+	start, end := -1, -1 // the hash member, with the comma that joins it
+	for i, k := range keys {
+		if i > 0 {
+			line = append(line, ',')
+		}
+		if k == fieldHash {
+			start = len(line)
+			if i > 0 {
+				start--
+			}
+			line = appendString(line, k)
+			line = append(line, ':')
+			hashAt = len(line) + 1
+			line = appendString(line, hash)
+			end = len(line)
+			if i == 0 && len(keys) > 1 {
+				end++ // the comma after it
+			}
+			continue
+		}
+		line = appendString(line, k)
+		line = append(line, ':')
+		if err := appendCanonicalTo(&line, m[k]); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	line = append(line, '}')
+	body = make([]byte, 0, len(line)-(end-start))
+	body = append(append(body, line[:start]...), line[end:]...)
+	return line, body, hashAt, nil
+}
+
 // ParseRecord parses one line of the log (without its newline) and checks
-// that it is well formed and that its hash matches its content. It does not
-// check the chain (seq and prev against the previous record); Verify does.
-// The returned error says what is wrong, for a person to read.
+// that it is well formed, that it is byte for byte the canonical encoding
+// of the record it decodes to, and that its hash matches its content. It
+// does not check the chain (seq and prev against the previous record);
+// Verify does. The returned error says what is wrong, for a person to
+// read; for a non-canonical line or a hash mismatch the record is returned
+// filled in, so that readers can still show it.
 func ParseRecord(line []byte) (Record, error) {
 	if len(line) > MaxRecordSize {
 		return Record{}, fmt.Errorf("audit: line is longer than %d bytes", MaxRecordSize)
@@ -350,17 +401,24 @@ func ParseRecord(line []byte) (Record, error) {
 	if rec.Hash, ok = m[fieldHash].(string); !ok || !isHexHash(rec.Hash) {
 		return rec, errors.New("audit: hash is not a SHA-256 hex hash")
 	}
-	delete(m, fieldHash)
-	body, err := canonical(m)
-	if err != nil {
-		return rec, fmt.Errorf("audit: not canonical: %v", err)
-	}
-	sum := chainHash(rec.Prev, body)
 	for k := range reserved {
 		delete(m, k)
 	}
 	rec.Fields = m
 	rec.Raw = line
+	// The line must be exactly what the writer would write for the record
+	// it decodes to: encoding/json keeps the last of duplicated keys and
+	// skips whitespace, so without this check a line could show a reader
+	// (jq, a person, another decoder) something other than what was hashed.
+	want, body, _, err := canonicalLine(recordMap(&rec), rec.Hash)
+	if err != nil {
+		return rec, fmt.Errorf("audit: not canonical: %v", err)
+	}
+	sum := chainHash(rec.Prev, body)
+	if !bytes.Equal(want, line) {
+		// Returned with the record filled in, like a hash mismatch.
+		return rec, &notCanonicalError{what: describeNonCanonical(line, want)}
+	}
 	if sum != rec.Hash {
 		// Returned with the record filled in: Query still shows it, Verify
 		// reports it.
@@ -370,6 +428,22 @@ func ParseRecord(line []byte) (Record, error) {
 }
 
 var errHashMismatch = errors.New("audit: hash mismatch (record edited)")
+
+// notCanonicalError is a well-formed record whose line is not the
+// canonical encoding of the record it decodes to.
+type notCanonicalError struct{ what string }
+
+func (e *notCanonicalError) Error() string {
+	return "audit: not the canonical encoding of its record (line edited): " + e.what
+}
+
+// wholeRecord reports whether ParseRecord's error still leaves a whole
+// record: none, a hash mismatch or a non-canonical line. Readers show such
+// records; Verify reports them.
+func wholeRecord(err error) bool {
+	var nc *notCanonicalError
+	return err == nil || errors.Is(err, errHashMismatch) || errors.As(err, &nc)
+}
 
 func isHexHash(s string) bool {
 	if len(s) != 64 {

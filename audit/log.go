@@ -24,6 +24,7 @@ var ErrUnavailable = errors.New("audit log unavailable")
 const (
 	DefaultMaxSize = 64 << 20
 	DefaultKeep    = 5
+	DefaultMinAge  = 7 * 24 * time.Hour
 )
 
 // maxBatch bounds how many queued records one write+fsync carries, so one
@@ -41,6 +42,13 @@ type Options struct {
 	// Keep is how many rotated files (Path.1 … Path.Keep) are kept;
 	// DefaultKeep when zero.
 	Keep int
+	// MinAge is how old a rotated file's newest record must be before
+	// rotation may delete the file; DefaultMinAge when zero, no minimum
+	// when negative. A rotation that would delete a younger file is
+	// refused: the current file grows past MaxSize and Status says so,
+	// so that a burst of records can never push the oldest ones (the
+	// agent.start of the chain) out unnoticed.
+	MinAge time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Logger receives warnings about recovery and failures; discarded when nil.
@@ -80,6 +88,10 @@ type Status struct {
 	LastError   string
 	LastErrorAt time.Time
 	Rotated     int // rotated files currently kept (Path.1 …)
+	// RotationRefused says why the last rotation was refused (it would
+	// have deleted a file younger than MinAge) while the current file
+	// grows past MaxSize instead; "" while rotation works.
+	RotationRefused string
 }
 
 // Log is an append-only, hash-chained JSON-lines audit log.
@@ -120,10 +132,19 @@ type Log struct {
 	seq       uint64
 	head      string
 	recovered map[string]any // fields of an audit.recovered record not yet written
+	// rotateAfter is when a refused rotation may be tried again: when the
+	// youngest file it would delete reaches MinAge.
+	rotateAfter time.Time
 
 	mu sync.Mutex // guards st
 	st Status
+
+	lock *Lock // on Path+lockSuffix, held from Open to Close
 }
+
+// lockSuffix names the writer's lock file next to the log
+// (audit.log.lock); Files never counts it as part of the chain.
+const lockSuffix = ".lock"
 
 type request struct {
 	ctx    context.Context
@@ -165,6 +186,9 @@ func Open(opts Options) (*Log, error) {
 	if opts.Keep <= 0 {
 		opts.Keep = DefaultKeep
 	}
+	if opts.MinAge == 0 {
+		opts.MinAge = DefaultMinAge
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -188,12 +212,29 @@ func Open(opts Options) (*Log, error) {
 		wsem:      make(chan struct{}, 1),
 		st:        Status{Path: opts.Path},
 	}
+	// One writer per log: a second one would interleave records with the
+	// same seq and break the chain. Readers take no lock.
+	lock, err := LockFile(opts.Path + lockSuffix)
+	var held *LockedError
+	if errors.As(err, &held) {
+		who := "another process"
+		if held.PID > 0 {
+			who = fmt.Sprintf("process %d", held.PID)
+		}
+		return nil, fmt.Errorf("audit: %s is already writing %s (it holds %s); a second writer would break the chain: stop it, or give this one another audit.path: %w", who, opts.Path, held.Path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+	}
+	l.lock = lock
 	if err := l.openFile(true); err != nil {
+		lock.Unlock()
 		return nil, err
 	}
 	if l.recovered != nil {
 		if _, err := l.commit(nil); err != nil {
 			l.closeFile()
+			lock.Unlock()
 			return nil, err
 		}
 	}
@@ -398,6 +439,7 @@ func (l *Log) run() {
 					req.answer(result{err: errClosed})
 				default:
 					l.closeErr = l.closeFile()
+					l.lock.Unlock()
 					return
 				}
 			}
@@ -504,7 +546,7 @@ func (l *Log) commit(batch []*request) (int, error) {
 	)
 	for i, p := range recs {
 		line := len(p.rec.Raw) + 1
-		if l.size+int64(len(buf)+line) > l.opts.MaxSize && l.size+int64(len(buf)) > 0 {
+		if l.size+int64(len(buf)+line) > l.opts.MaxSize && l.size+int64(len(buf)) > 0 && l.mayRotate() {
 			if len(buf) > 0 {
 				if err = l.flush(buf, true); err != nil {
 					break
@@ -780,7 +822,7 @@ func readTail(path string) (tail, error) {
 			return t, err
 		}
 		rec, err := ParseRecord(line)
-		if err != nil && !errors.Is(err, errHashMismatch) {
+		if !wholeRecord(err) {
 			// A crash leaves an unterminated fragment; treat one unreadable
 			// last line the same way, but no more than one line.
 			if !cut {
@@ -919,6 +961,68 @@ func (l *Log) rotate() error {
 	l.countRotated()
 	l.log.Info("audit log rotated", "seq", l.seq)
 	return nil
+}
+
+// mayRotate reports whether a rotation may run now: it would delete only
+// files whose newest record is at least MinAge old. Otherwise it records
+// the refusal for Status and remembers when to look again, so that a
+// refused rotation costs nothing per record.
+func (l *Log) mayRotate() bool {
+	now := l.opts.Now()
+	if l.opts.MinAge < 0 {
+		return true
+	}
+	if now.Before(l.rotateAfter) {
+		return false
+	}
+	rotated, err := rotatedFiles(l.opts.Path)
+	if err != nil {
+		return true // rotate reports it
+	}
+	var young string
+	var youngest time.Time
+	for _, f := range rotated {
+		if rotatedIndex(l.opts.Path, f) < l.opts.Keep {
+			continue
+		}
+		newest := newestRecordTime(f)
+		if now.Sub(newest) < l.opts.MinAge && newest.After(youngest) {
+			young, youngest = f, newest
+		}
+	}
+	l.mu.Lock()
+	was := l.st.RotationRefused
+	if young == "" {
+		l.st.RotationRefused = ""
+	} else {
+		l.st.RotationRefused = fmt.Sprintf("rotating would delete %s, whose newest record is from %s, younger than the minimum age %s; nothing is deleted and %s grows past max_size until %s (raise audit.keep or audit.max_size)",
+			filepath.Base(young), youngest.UTC().Format(time.RFC3339), l.opts.MinAge, filepath.Base(l.opts.Path), youngest.Add(l.opts.MinAge).UTC().Format(time.RFC3339))
+	}
+	msg := l.st.RotationRefused
+	l.mu.Unlock()
+	if young == "" {
+		if was != "" {
+			l.log.Info("audit log rotation resumed")
+		}
+		return true
+	}
+	l.rotateAfter = youngest.Add(l.opts.MinAge)
+	if was == "" {
+		l.log.Warn("audit log rotation refused", "reason", msg)
+	}
+	return false
+}
+
+// newestRecordTime is the time of the last record of a rotated file, or
+// its modification time when that cannot be read.
+func newestRecordTime(name string) time.Time {
+	if t, err := readTail(name); err == nil && t.last != nil {
+		return t.last.Time
+	}
+	if fi, err := os.Stat(name); err == nil {
+		return fi.ModTime()
+	}
+	return time.Time{}
 }
 
 func rotatedName(path string, n int) string { return path + "." + strconv.Itoa(n) }

@@ -254,6 +254,10 @@ func verifyStream(r io.Reader, name string, res *VerifyResult) (broken bool, err
 			return fail(expect, "line %d has no newline (torn write)", lr.n)
 		}
 		rec, err := ParseRecord(line)
+		var nc *notCanonicalError
+		if errors.As(err, &nc) {
+			return fail(rec.Seq, "line %d (seq %d) is not the canonical encoding of its record (line edited): %s", lr.n, rec.Seq, nc.what)
+		}
 		if errors.Is(err, errHashMismatch) {
 			return fail(rec.Seq, "hash mismatch (record edited)")
 		}
@@ -452,7 +456,7 @@ func scanStream(file io.Reader, name string, f Filter, fn func(Record) error) er
 			continue
 		}
 		rec, err := ParseRecord(bytes.Clone(line))
-		if err != nil && !errors.Is(err, errHashMismatch) {
+		if !wholeRecord(err) {
 			continue
 		}
 		if f.Match(rec) {
@@ -613,7 +617,7 @@ func firstSeq(name string) (uint64, bool) {
 		return 0, false
 	}
 	rec, err := ParseRecord(line)
-	if err != nil && !errors.Is(err, errHashMismatch) {
+	if !wholeRecord(err) {
 		return 0, false
 	}
 	return rec.Seq, true
@@ -659,7 +663,7 @@ func (t *tailer) poll(emit func(Record)) error {
 			}
 			if !t.skip {
 				line := append(t.partial, data[:i]...)
-				if rec, err := ParseRecord(bytes.Clone(line)); err == nil || errors.Is(err, errHashMismatch) {
+				if rec, err := ParseRecord(bytes.Clone(line)); wholeRecord(err) {
 					emit(rec)
 				}
 			}

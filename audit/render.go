@@ -53,7 +53,8 @@ func NewRowWriter(w io.Writer) *RowWriter { return &RowWriter{w: w} }
 // Write writes one row, preceded by the header the first time.
 func (rw *RowWriter) Write(r Record) error {
 	line := func(c []string) string {
-		return fmt.Sprintf("%-20s  %-20s  %-24s  %-16s  %-32s  %s\n", c[0], c[1], c[2], c[3], c[4], c[5])
+		// The widths are row's cell limits, so every row lines up.
+		return fmt.Sprintf("%-20s  %-24s  %-40s  %-20s  %-40s  %s\n", c[0], c[1], c[2], c[3], c[4], c[5])
 	}
 	if !rw.header {
 		rw.header = true

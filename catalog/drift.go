@@ -40,20 +40,25 @@ type RouteDrift struct {
 	// Skipped says why the route was not compared (no mount/role: the
 	// local CA).
 	Skipped string `json:"skipped,omitempty"`
-	// Error is why the role could not be read; it counts as drift.
+	// Error is why the role could not be read (permission denied,
+	// unreachable, no such role): the route was not compared, which is
+	// not drift but an incomplete check.
 	Error string `json:"error,omitempty"`
 }
 
 // Drifted reports whether this route differs from its role.
 func (d RouteDrift) Drifted() bool {
-	return len(d.CatalogOnly) > 0 || len(d.RoleOnly) > 0 || d.Error != ""
+	return len(d.CatalogOnly) > 0 || len(d.RoleOnly) > 0
 }
 
 // DriftReport is the result of Drift.
 type DriftReport struct {
 	Routes []RouteDrift `json:"routes"`
-	// Drift is true when any route drifted (warden-agent drift exits 1).
+	// Drift is true when any route drifted.
 	Drift bool `json:"drift"`
+	// Errors is true when a role could not be read: the check is
+	// incomplete (warden-agent drift exits 2).
+	Errors bool `json:"errors"`
 }
 
 // Drift compares each route's principals with its OpenBao role's
@@ -79,7 +84,7 @@ func Drift(ctx context.Context, cat *Catalog, reader RoleReader) (DriftReport, e
 			}
 			d.Error = fmt.Sprintf("read role %s/roles/%s: %v", r.Mount, r.Role, err)
 			rep.Routes = append(rep.Routes, d)
-			rep.Drift = true
+			rep.Errors = true
 			continue
 		}
 		want := r.Principals

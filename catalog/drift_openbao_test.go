@@ -95,7 +95,7 @@ func TestDriftAgainstOpenBaoTestServer(t *testing.T) {
 	if ops.Drifted() {
 		t.Errorf("ops: %+v", ops)
 	}
-	if gone.Error == "" {
-		t.Errorf("gone: %+v", gone)
+	if gone.Error == "" || gone.Drifted() || !rep.Errors {
+		t.Errorf("gone: %+v (report errors %v)", gone, rep.Errors)
 	}
 }

@@ -2,8 +2,10 @@ package catalog
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -107,4 +109,62 @@ func TestRecordedKnownHosts(t *testing.T) {
 			t.Errorf("%s: %d entries from %d lines", name, len(kh.entries), lines)
 		}
 	}
+}
+
+// FuzzMatchHostKey: any key blob a session-bind could carry (a host
+// certificate in particular) goes through MatchHostKey, with a route
+// host_ca and a known_hosts @cert-authority line for the same CA,
+// without panicking; whatever matches is a certificate that verifies.
+func FuzzMatchHostKey(f *testing.F) {
+	_, caPriv, _ := ed25519.GenerateKey(nil)
+	ca, _ := ssh.NewSignerFromKey(caPriv)
+	hostPub, _, _ := ed25519.GenerateKey(nil)
+	host, _ := ssh.NewPublicKey(hostPub)
+	now := time.Unix(1_800_000_000, 0)
+	for _, principals := range [][]string{{"db1.prod.example.com"}, {"x"}, {}} {
+		c := &ssh.Certificate{Key: host, CertType: ssh.HostCert, ValidPrincipals: principals,
+			ValidAfter: uint64(now.Add(-time.Hour).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix())}
+		if err := c.SignCert(rand.Reader, ca); err == nil {
+			f.Add(c.Marshal())
+		}
+	}
+	f.Add(host.Marshal())
+	line := string(ssh.MarshalAuthorizedKey(ca.PublicKey()))
+	cat := &Catalog{Routes: []Route{
+		{Name: "ca", Hosts: []string{"*.prod.example.com"}, HostCA: []string{line}, Principals: []string{"u"}},
+		{Name: "kh", Hosts: []string{"*.example.com"}, Principals: []string{"u"}},
+	}}
+	if err := cat.Prepare(); err != nil {
+		f.Fatal(err)
+	}
+	kh := ParseKnownHosts([]byte("@cert-authority *.example.com " + line))
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		if len(blob) > 64<<10 {
+			return
+		}
+		key, err := ssh.ParsePublicKey(blob)
+		if err != nil {
+			return
+		}
+		for _, hint := range []string{"", "db1.prod.example.com"} {
+			m, err := cat.MatchHostKey(key, kh, hint, now)
+			if err != nil {
+				continue
+			}
+			cert, ok := key.(*ssh.Certificate)
+			if !ok {
+				t.Fatalf("plain key %s matched %s via %s", ssh.FingerprintSHA256(key), m.Route.Name, m.Via)
+			}
+			principal := m.Names[0]
+			for _, p := range cert.ValidPrincipals {
+				if strings.EqualFold(p, principal) {
+					principal = p // a hint matches case-insensitively
+				}
+			}
+			checker := &ssh.CertChecker{Clock: func() time.Time { return now }}
+			if cert.CertType != ssh.HostCert || checker.CheckCert(principal, cert) != nil {
+				t.Fatalf("unverifiable certificate matched %s via %s", m.Route.Name, m.Via)
+			}
+		}
+	})
 }

@@ -7,12 +7,17 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/netkingdom/ops-warden/internal/sshmatch"
 )
 
 // MaxKnownHostsSize bounds how much of a known_hosts file is read.
@@ -101,38 +106,125 @@ func parseHashed(h string) (salt, hash []byte, ok bool) {
 	return salt, hash, true
 }
 
-// KeyMatchesRoute reports whether known_hosts knows key (or, for a host
-// certificate, its CA via @cert-authority) under a name the route's host
-// patterns match.
+// KeyMatchesRoute reports whether known_hosts knows key under a name the
+// route's host patterns match: a plain line for the key, or an
+// @cert-authority line whose CA signed key as a host certificate that
+// verifies now (see Catalog.MatchHostKey, which also returns the names).
 func (kh *KnownHosts) KeyMatchesRoute(key ssh.PublicKey, r *Route) bool {
-	blob := key.Marshal()
-	isCA := false
-	if cert, ok := key.(*ssh.Certificate); ok && cert.CertType == ssh.HostCert {
-		blob, isCA = cert.SignatureKey.Marshal(), true
+	_, _, err := kh.match(key, r, "", time.Now())
+	return err == nil
+}
+
+// match finds key for route r: host is the hinted host or "". It returns
+// the host names the matching lines give, and ViaKnownHosts or
+// ViaCertAuthority; errNoPin when no line names the key, another error
+// when a certificate from a known CA failed verification.
+func (kh *KnownHosts) match(key ssh.PublicKey, r *Route, host string, now time.Time) ([]string, string, error) {
+	raw := rawKey(key)
+	cert, isCert := key.(*ssh.Certificate)
+	var caBlob []byte
+	if isCert {
+		caBlob = cert.SignatureKey.Marshal()
 	}
+	var names []string
+	var refused error
 	for _, e := range kh.entries {
-		if e.ca != isCA || !bytes.Equal(e.key, blob) {
-			continue
-		}
-		for _, name := range e.names {
-			if strings.HasPrefix(name, "!") {
+		switch {
+		case !e.ca && bytes.Equal(e.key, raw):
+			names = appendNew(names, e.namesFor(r, host)...)
+		case e.ca && isCert && bytes.Equal(e.key, caBlob):
+			if host != "" && !e.covers(host) {
 				continue
 			}
-			// "[host]:port" matches a route naming the host, or naming
-			// that exact "[host]:port" as a hashed entry needs.
-			if r.MatchesHost(hostOnly(name)) || r.MatchesHost(name) {
-				return true
+			got, err := verifyHostCert(cert, host, func(p string) bool { return e.covers(p) && r.MatchesHost(p) }, now)
+			if err != nil {
+				if refused == nil {
+					refused = fmt.Errorf("known_hosts @cert-authority: %w", err)
+				}
+				continue
+			}
+			return got, ViaCertAuthority, nil
+		}
+	}
+	if len(names) > 0 {
+		return names, ViaKnownHosts, nil
+	}
+	if refused != nil {
+		return nil, "", refused
+	}
+	return nil, "", errNoPin
+}
+
+// namesFor returns the host names a plain line gives for route r: with a
+// hint, the hinted host if the line's patterns cover it; without, the
+// literal names on the line when one of them is a host of the route (or
+// the literal route host a hashed name matched). Wildcard patterns on the
+// line name no host.
+func (e *knownEntry) namesFor(r *Route, host string) []string {
+	if host != "" {
+		if e.covers(host) {
+			return []string{host}
+		}
+		return nil
+	}
+	var literal []string
+	matched := false
+	for _, name := range e.names {
+		if strings.ContainsAny(name, "*?!") {
+			continue
+		}
+		literal = append(literal, hostOnly(name))
+		// "[host]:port" matches a route naming the host, or naming
+		// that exact "[host]:port" as a hashed entry needs.
+		if r.MatchesHost(hostOnly(name)) || r.MatchesHost(name) {
+			matched = true
+		}
+	}
+	for _, h := range e.hashed {
+		for _, lit := range literalHosts(r.Hosts) {
+			if hashMatches(h, lit) {
+				matched = true
+				literal = appendNew(literal, hostOnly(lit))
 			}
 		}
-		for _, h := range e.hashed {
-			for _, lit := range literalHosts(r.Hosts) {
-				if hashMatches(h, lit) {
-					return true
-				}
-			}
+	}
+	if !matched {
+		return nil
+	}
+	return literal
+}
+
+// covers reports whether the line's host patterns cover name, as ssh's
+// match_hostname does (negation included; a hashed name only by its hash).
+func (e *knownEntry) covers(name string) bool {
+	name = strings.ToLower(name)
+	var pats []string
+	for _, n := range e.names {
+		neg := strings.HasPrefix(n, "!")
+		h := hostOnly(strings.TrimPrefix(n, "!"))
+		if neg {
+			h = "!" + h
+		}
+		pats = append(pats, h)
+	}
+	if len(pats) > 0 && sshmatch.HostList(pats, name) {
+		return true
+	}
+	for _, h := range e.hashed {
+		if hashMatches(h, name) {
+			return true
 		}
 	}
 	return false
+}
+
+func appendNew(list []string, add ...string) []string {
+	for _, a := range add {
+		if !slices.Contains(list, a) {
+			list = append(list, a)
+		}
+	}
+	return list
 }
 
 // hostOnly strips the "[host]:port" form to host.
@@ -163,4 +255,11 @@ func hashMatches(h [2][]byte, host string) bool {
 	mac := hmac.New(sha1.New, h[0])
 	mac.Write([]byte(host))
 	return hmac.Equal(mac.Sum(nil), h[1])
+}
+
+// knownHostsHash writes "salt|hash" of a hashed known_hosts name.
+func knownHostsHash(salt []byte, host string) string {
+	mac := hmac.New(sha1.New, salt)
+	mac.Write([]byte(host))
+	return base64.StdEncoding.EncodeToString(salt) + "|" + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }

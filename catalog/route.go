@@ -111,6 +111,9 @@ func (r *Route) Prepare() error {
 		if err != nil {
 			return fmt.Errorf("route %s: host_ca entry %q: %v", r.Name, abbreviate(s), err)
 		}
+		if _, isCert := k.(*ssh.Certificate); isCert {
+			return fmt.Errorf("route %s: host_ca entry %q is a certificate; give the CA's public key", r.Name, abbreviate(s))
+		}
 		r.hostCAs = append(r.hostCAs, k)
 	}
 	return nil
@@ -190,24 +193,11 @@ func (e *PrincipalError) Error() string {
 // MatchesHost reports whether host matches the route's host patterns.
 func (r *Route) MatchesHost(host string) bool { return MatchPatternList(r.Hosts, host) }
 
-// PinsHostKey reports whether key is one of the route's pinned host keys,
-// or a host certificate signed by one of its pinned host CAs.
+// PinsHostKey reports whether the route pins key, or key is a host
+// certificate from one of its host CAs that verifies now for a name the
+// route's patterns match. Callers that know the host use CheckHostKey.
 func (r *Route) PinsHostKey(key ssh.PublicKey) bool {
-	blob := key.Marshal()
-	for _, k := range r.hostKeys {
-		if string(k.Marshal()) == string(blob) {
-			return true
-		}
-	}
-	if cert, ok := key.(*ssh.Certificate); ok && cert.CertType == ssh.HostCert {
-		ca := cert.SignatureKey.Marshal()
-		for _, k := range r.hostCAs {
-			if string(k.Marshal()) == string(ca) {
-				return true
-			}
-		}
-	}
-	return false
+	return r.CheckHostKey(key, "", time.Now()) == nil
 }
 
 // MatchPatternList matches host against ssh_config-style patterns: any
@@ -284,23 +274,13 @@ func (c *Catalog) RouteByName(name string) *Route {
 }
 
 // RouteForHostKey returns the route for a server known only by its host
-// key (ssh sent no hint): first a route that pins the key or its CA, then
-// a route whose host patterns match a name known_hosts gives for the key.
+// key (MatchHostKey without a hint, now), or nil.
 func (c *Catalog) RouteForHostKey(key ssh.PublicKey, known *KnownHosts) *Route {
-	for i := range c.Routes {
-		if c.Routes[i].PinsHostKey(key) {
-			return &c.Routes[i]
-		}
-	}
-	if known == nil {
+	m, err := c.MatchHostKey(key, known, "", time.Now())
+	if err != nil {
 		return nil
 	}
-	for i := range c.Routes {
-		if known.KeyMatchesRoute(key, &c.Routes[i]) {
-			return &c.Routes[i]
-		}
-	}
-	return nil
+	return m.Route
 }
 
 // Default returns the catalog used when none is configured: every host,

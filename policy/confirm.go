@@ -48,7 +48,14 @@ func Confirm(ctx context.Context, askpass string, prompt string) (bool, error) {
 // program they did not start.
 func ConfirmPrompt(in Input) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Allow a certificate for %s@%s", in.Principal, in.Host)
+	host := in.Host
+	switch {
+	case host == "" && len(in.Hosts) > 0:
+		host = strings.Join(in.Hosts, ",")
+	case host == "":
+		host = "an unnamed host"
+	}
+	fmt.Fprintf(&b, "Allow a certificate for %s@%s", in.Principal, host)
 	if in.Route != "" {
 		fmt.Fprintf(&b, " (route %s)", in.Route)
 	}

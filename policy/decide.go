@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// GateUnavailable starts a Decision's GateReason when the gate could not
+// be asked; with on_error: allow the request was then allowed (fail-open).
+const GateUnavailable = "gate unavailable"
+
 // DecideDeps are what Decide needs from outside: the askpass program,
 // the confirmation timeout, the HTTP client for the gate, the logger.
 type DecideDeps struct {
@@ -65,7 +69,7 @@ func (p *Policy) Decide(ctx context.Context, in Input, deps DecideDeps) Decision
 	res, err := g.Check(ctx, GateRequestFor(in))
 	if err != nil {
 		allow := g.onError() == OnErrorAllow
-		d.GateAllow, d.GateReason = &allow, fmt.Sprintf("gate unavailable (on_error: %s): %v", g.onError(), err)
+		d.GateAllow, d.GateReason = &allow, fmt.Sprintf("%s (on_error: %s): %v", GateUnavailable, g.onError(), err)
 		log.Warn("policy gate failed", "url", g.URL, "on_error", g.onError(), "err", err)
 		if !allow {
 			d.Effect, d.Reason = EffectDeny, d.GateReason

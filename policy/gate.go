@@ -47,7 +47,9 @@ type GateRequest struct {
 	Subject   string `json:"subject"`
 	Principal string `json:"principal"`
 	Host      string `json:"host"`
-	Route     string `json:"route"`
+	// Hosts are the names of the bound host key when ssh sent no hint.
+	Hosts []string `json:"hosts,omitempty"`
+	Route string   `json:"route"`
 	// Caller is the executable of the nearest caller.
 	Caller    string `json:"caller"`
 	Forwarded bool   `json:"forwarded"`
@@ -61,7 +63,7 @@ type GateResult struct {
 
 // GateRequestFor builds the gate's request from an Input.
 func GateRequestFor(in Input) GateRequest {
-	req := GateRequest{Subject: in.Subject, Principal: in.Principal, Host: in.Host, Route: in.Route, Forwarded: in.Forwarded}
+	req := GateRequest{Subject: in.Subject, Principal: in.Principal, Host: in.Host, Hosts: in.Hosts, Route: in.Route, Forwarded: in.Forwarded}
 	if len(in.Callers) > 0 {
 		req.Caller = in.Callers[0].Exe
 		if req.Caller == "" {

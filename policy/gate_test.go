@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,7 @@ func TestGate(t *testing.T) {
 			}
 			if tt.delay == 0 {
 				want := GateRequest{Subject: "alice", Principal: "deploy", Host: "db1.prod.example.com", Route: "prod-db", Caller: "/usr/bin/ssh", Forwarded: true}
-				if got != want {
+				if !reflect.DeepEqual(got, want) {
 					t.Errorf("gate got %+v, want %+v", got, want)
 				}
 			}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -36,21 +38,46 @@ func Load(path string) (*Policy, error) {
 // Parse parses and validates policy content; file names it in errors.
 // Every problem is reported, each with its position.
 func Parse(file string, data []byte) (*Policy, error) {
+	p, _, err := Check(file, data)
+	return p, err
+}
+
+// CheckFile is Check on a file (`policy check`).
+func CheckFile(path string) (*Policy, yamlfile.Errors, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load policy: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("load policy %s: %w", path, err)
+	}
+	return Check(path, data)
+}
+
+// Check is Parse that also returns warnings: what loads but is weaker
+// than it looks (a caller pattern by bare name).
+func Check(file string, data []byte) (*Policy, yamlfile.Errors, error) {
 	p := &Policy{}
 	root, errs := yamlfile.Decode(file, data, p)
+	var warns yamlfile.Errors
 	if root != nil {
-		errs = append(errs, validate(file, root, p)...)
+		var e yamlfile.Errors
+		e, warns = validate(file, root, p)
+		errs = append(errs, e...)
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, warns, errs
 	}
 	p.path = file
-	return p, nil
+	return p, warns, nil
 }
 
 // validate checks what the types cannot: effects, names, patterns, gate.
-func validate(file string, root *yaml.Node, p *Policy) yamlfile.Errors {
-	var errs yamlfile.Errors
+// It returns errors and warnings.
+func validate(file string, root *yaml.Node, p *Policy) (yamlfile.Errors, yamlfile.Errors) {
+	var errs, warns yamlfile.Errors
 	at := func(path []any, format string, args ...any) {
 		n := root
 		for k := len(path); k >= 0; k-- {
@@ -94,6 +121,18 @@ func validate(file string, root *yaml.Node, p *Policy) yamlfile.Errors {
 				}
 			}
 		}
+		for j, pat := range r.Callers {
+			for _, one := range sshmatch.Split([]string{pat}) {
+				if strings.HasPrefix(one, "!") || strings.Contains(one, "/") || one == "" {
+					continue
+				}
+				n := yamlfile.Find(root, "rules", i, "callers", j)
+				if n == nil {
+					n = yamlfile.Find(root, "rules", i)
+				}
+				warns = append(warns, yamlfile.At(file, n, "%s: caller %q has no /, so it matches any executable named %s in any directory (a copy in /tmp too); write the full path, e.g. %s", label, one, one, suggestPath(one)))
+			}
+		}
 		if r.MaxTTL > 0 && r.Effect == EffectDeny {
 			at([]any{"rules", i, "max_ttl"}, "%s: max_ttl on a deny rule has no effect", label)
 		}
@@ -111,5 +150,17 @@ func validate(file string, root *yaml.Node, p *Policy) yamlfile.Errors {
 			at([]any{"gate", "on_error"}, "gate: on_error %q is not one of deny, allow", g.OnError)
 		}
 	}
-	return errs
+	return errs, warns
+}
+
+// suggestPath is the full path of a bare caller name on this machine, or
+// a placeholder.
+func suggestPath(name string) string {
+	if strings.ContainsAny(name, "*?") {
+		return "/usr/bin/" + name
+	}
+	if p, err := exec.LookPath(name); err == nil && filepath.IsAbs(p) {
+		return p
+	}
+	return "/usr/bin/" + name
 }

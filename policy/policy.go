@@ -67,14 +67,20 @@ type Rule struct {
 	Name string `yaml:"name,omitempty" json:"name,omitempty"`
 	// Principals are patterns for the certificate principal.
 	Principals []string `yaml:"principals,omitempty" json:"principals,omitempty"`
-	// Hosts are ssh_config-style host patterns (*, ?, !negation).
+	// Hosts are ssh_config-style host patterns (*, ?, !negation) for the
+	// hinted host, or, without a hint, for the names the host key is known
+	// under. A target with no known name meets a deny rule but not an
+	// allow or confirm rule (fail closed).
 	Hosts []string `yaml:"hosts,omitempty" json:"hosts,omitempty"`
 	// Routes are patterns for the catalog route name.
 	Routes []string `yaml:"routes,omitempty" json:"routes,omitempty"`
-	// Callers are patterns for the programs in the caller's parent chain:
-	// a pattern with a / matches the executable's path, one without
-	// matches its base name (or the process name). Any program in the
-	// chain may match, so "ops-bridge" matches ssh started by ops-bridge.
+	// Callers are patterns for the programs in the caller's parent chain,
+	// always against the executable the kernel reports (/proc/PID/exe),
+	// never the process name a program sets itself: a pattern with a /
+	// matches the full path, one without only its base name (so any
+	// binary of that name matches; prefer full paths). Any program in the
+	// chain may match, so "/opt/ops/bin/ops-bridge" matches ssh started by
+	// ops-bridge.
 	Callers []string `yaml:"callers,omitempty" json:"callers,omitempty"`
 	// Forwarded, when set, matches requests that did (true) or did not
 	// (false) arrive through a forwarded agent connection.
@@ -93,27 +99,45 @@ type Rule struct {
 // Caller is one process in the chain that asked: the agent's peer first,
 // then its parent, and so on.
 type Caller struct {
-	Pid  int    `json:"pid"`
-	Exe  string `json:"exe,omitempty"`  // /proc/PID/exe
-	Name string `json:"name,omitempty"` // /proc/PID/comm
+	Pid int    `json:"pid"`
+	Exe string `json:"exe,omitempty"` // /proc/PID/exe, what rules match
+	// Name is /proc/PID/comm, for messages only: a process sets its own
+	// (prctl PR_SET_NAME), so no rule matches it.
+	Name string `json:"name,omitempty"`
 }
 
 // Input is one request to decide.
 type Input struct {
 	// Subject is the local user the agent runs for.
-	Subject string
+	Subject string `json:"subject,omitempty"`
 	// Principal is the certificate principal asked for.
-	Principal string
-	// Host is the target host name.
-	Host string
+	Principal string `json:"principal"`
+	// Host is the target host name ssh hinted; empty when there was no
+	// hint (a forwarded connection, a client without the ssh-config block).
+	Host string `json:"host,omitempty"`
+	// Hosts are the names resolved for the bound host key (route pins,
+	// known_hosts, a verified host certificate); used when Host is empty.
+	Hosts []string `json:"hosts,omitempty"`
 	// Route is the catalog route name.
-	Route string
+	Route string `json:"route,omitempty"`
 	// Callers is the caller's process chain, nearest first.
-	Callers []Caller
+	Callers []Caller `json:"callers,omitempty"`
 	// Forwarded reports a request through a forwarded agent connection.
-	Forwarded bool
+	Forwarded bool `json:"forwarded"`
 	// Bound reports whether the client sent session-bind.
-	Bound bool
+	Bound bool `json:"bound"`
+}
+
+// HostUnknown reports whether the target has no known name: no hint and
+// no name for its host key.
+func (in Input) HostUnknown() bool { return in.Host == "" && len(in.Hosts) == 0 }
+
+// hostNames is what hosts rules are matched against.
+func (in Input) hostNames() []string {
+	if in.Host != "" {
+		return []string{in.Host}
+	}
+	return in.Hosts
 }
 
 // Decision is the outcome for one Input.
@@ -179,6 +203,10 @@ func (p *Policy) Evaluate(in Input) Decision {
 		if d.Reason == "" {
 			d.Reason = fmt.Sprintf("%s by %s", r.Effect, d.Rule)
 		}
+		if len(r.Hosts) > 0 && in.HostUnknown() {
+			// Say why a rule about other hosts refused this one.
+			d.Reason += " (the target's host name is unknown, so a deny rule naming hosts applies)"
+		}
 		return d
 	}
 	return Decision{Effect: EffectDeny, Rule: DefaultRule, Reason: "no policy rule matched (default deny)"}
@@ -189,8 +217,10 @@ func (r *Rule) mismatch(in Input) string {
 	if len(r.Principals) > 0 && !sshmatch.List(r.Principals, in.Principal) {
 		return fmt.Sprintf("principal %q not in %s", in.Principal, strings.Join(r.Principals, ","))
 	}
-	if len(r.Hosts) > 0 && !sshmatch.HostList(r.Hosts, in.Host) {
-		return fmt.Sprintf("host %q not in %s", in.Host, strings.Join(r.Hosts, ","))
+	if len(r.Hosts) > 0 {
+		if why := r.hostMismatch(in); why != "" {
+			return why
+		}
 	}
 	if len(r.Routes) > 0 && !sshmatch.List(r.Routes, in.Route) {
 		return fmt.Sprintf("route %q not in %s", in.Route, strings.Join(r.Routes, ","))
@@ -203,6 +233,39 @@ func (r *Rule) mismatch(in Input) string {
 	}
 	if r.Bound != nil && *r.Bound != in.Bound {
 		return fmt.Sprintf("bound is %t, rule wants %t", in.Bound, *r.Bound)
+	}
+	return ""
+}
+
+// hostMismatch matches the rule's hosts against the hinted host, else the
+// names of the host key. A deny rule matches when any name does; an allow
+// or confirm rule only when every name does (one name it excludes is
+// enough to withhold the grant). With no name at all a deny rule matches
+// and an allow or confirm rule does not: an unknown target fails closed.
+func (r *Rule) hostMismatch(in Input) string {
+	names := in.hostNames()
+	if len(names) == 0 {
+		if r.Effect == EffectDeny {
+			return ""
+		}
+		return fmt.Sprintf("the target's host name is unknown (no hint, and no pin, known_hosts line or host certificate names its host key), so this %s rule naming hosts does not match", r.Effect)
+	}
+	var hit, out []string
+	for _, n := range names {
+		if sshmatch.HostList(r.Hosts, n) {
+			hit = append(hit, n)
+		} else {
+			out = append(out, n)
+		}
+	}
+	pats := strings.Join(r.Hosts, ",")
+	switch {
+	case len(names) == 1 && len(out) == 1:
+		return fmt.Sprintf("host %q not in %s", names[0], pats)
+	case r.Effect == EffectDeny && len(hit) == 0:
+		return fmt.Sprintf("none of the host key's names %s is in %s", strings.Join(names, ", "), pats)
+	case r.Effect != EffectDeny && len(out) > 0:
+		return fmt.Sprintf("the host key's name %s is not in %s (this %s rule must cover every name)", strings.Join(out, ", "), pats, r.Effect)
 	}
 	return ""
 }
@@ -229,14 +292,17 @@ func callersMatch(patterns []string, chain []Caller) bool {
 	return matched
 }
 
+// callerMatches matches the kernel-reported executable only: the comm
+// name is the process's own choice, so matching it would let any program
+// call itself ssh.
 func callerMatches(pattern string, c Caller) bool {
+	if c.Exe == "" {
+		return false
+	}
 	if strings.Contains(pattern, "/") {
-		return c.Exe != "" && sshmatch.Pattern(pattern, c.Exe)
+		return sshmatch.Pattern(pattern, c.Exe)
 	}
-	if c.Exe != "" && sshmatch.Pattern(pattern, filepath.Base(c.Exe)) {
-		return true
-	}
-	return c.Name != "" && sshmatch.Pattern(pattern, c.Name)
+	return sshmatch.Pattern(pattern, filepath.Base(c.Exe))
 }
 
 func chainString(chain []Caller) string {
@@ -246,7 +312,7 @@ func chainString(chain []Caller) string {
 		case c.Exe != "":
 			parts = append(parts, c.Exe)
 		case c.Name != "":
-			parts = append(parts, c.Name)
+			parts = append(parts, fmt.Sprintf("pid %d %q (executable unreadable)", c.Pid, c.Name))
 		default:
 			parts = append(parts, fmt.Sprintf("pid %d", c.Pid))
 		}
@@ -254,12 +320,102 @@ func chainString(chain []Caller) string {
 	return strings.Join(parts, " < ")
 }
 
+// UnknownHostNotes says, for each rule naming hosts, what it does with a
+// target that has no known name (no hint and a host key nothing names):
+// what `policy check` prints so the fail-closed rule is never a surprise.
+func (p *Policy) UnknownHostNotes() []string {
+	if p.IsAllowAll() {
+		return nil
+	}
+	var out []string
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if len(r.Hosts) == 0 {
+			continue
+		}
+		if r.Effect == EffectDeny {
+			out = append(out, fmt.Sprintf("%s names hosts: it also denies a target whose host name is unknown (fail closed)", r.label(i)))
+		} else {
+			out = append(out, fmt.Sprintf("%s names hosts: it never %ss a target whose host name is unknown", r.label(i), r.Effect))
+		}
+	}
+	return out
+}
+
+// Explanation is what `policy explain` reports: each rule up to the
+// deciding one, and the decision.
+type Explanation struct {
+	Input Input `json:"input"`
+	// Policy is the file, empty for the built-in allow-all policy.
+	Policy   string `json:"policy,omitempty"`
+	AllowAll bool   `json:"allow_all,omitempty"`
+	// HostUnknown is set when the target has no known name: rules naming
+	// hosts then match only if they deny.
+	HostUnknown bool       `json:"host_unknown,omitempty"`
+	Rules       []RuleStep `json:"rules"`
+	Decision    Decision   `json:"decision"`
+	// Then lists what Decide does after the rules (confirmation, gate).
+	Then []string `json:"then,omitempty"`
+}
+
+// RuleStep is one rule as explain saw it.
+type RuleStep struct {
+	Rule   string `json:"rule"`
+	Effect Effect `json:"effect"`
+	Match  bool   `json:"match"`
+	// Why says why it did not match, or for a match on a target with no
+	// known name, that the deny rule matched failing closed.
+	Why string `json:"why,omitempty"`
+}
+
+// unknownHostNote is what explain says about a deny rule naming hosts
+// that matched a target with no known name.
+const unknownHostNote = "the target's host name is unknown; a deny rule naming hosts matches it (fail closed)"
+
+// ExplainSteps evaluates in and returns each rule up to the deciding one.
+func (p *Policy) ExplainSteps(in Input) Explanation {
+	ex := Explanation{Input: in, Policy: p.Path(), AllowAll: p.IsAllowAll(), HostUnknown: in.HostUnknown(), Rules: []RuleStep{}}
+	ex.Decision = p.Evaluate(in)
+	if p.IsAllowAll() {
+		return ex
+	}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		step := RuleStep{Rule: r.label(i), Effect: r.Effect, Why: r.mismatch(in)}
+		step.Match = step.Why == ""
+		if step.Match && len(r.Hosts) > 0 && in.HostUnknown() {
+			step.Why = unknownHostNote
+		}
+		ex.Rules = append(ex.Rules, step)
+		if step.Match {
+			break
+		}
+	}
+	if ex.Decision.Effect == EffectConfirm {
+		ex.Then = append(ex.Then, "a confirmation is asked through SSH_ASKPASS; no answer in time is a deny")
+	}
+	if ex.Decision.Effect != EffectDeny && p.Gate != nil && p.Gate.Enabled {
+		ex.Then = append(ex.Then, fmt.Sprintf("the gate %s is asked (on_error: %s)", p.Gate.URL, p.Gate.onError()))
+	}
+	return ex
+}
+
 // Explain evaluates in and says why: each earlier rule and why it did not
 // match, then the deciding rule (or the default). It is what `warden-agent
 // policy explain` prints.
-func (p *Policy) Explain(in Input) string {
+func (p *Policy) Explain(in Input) string { return p.ExplainSteps(in).String() }
+
+// String writes the explanation for a person.
+func (ex Explanation) String() string {
+	in := ex.Input
 	var b strings.Builder
-	fmt.Fprintf(&b, "request: principal %s on host %s", orDash(in.Principal), orDash(in.Host))
+	host := orDash(in.Host)
+	if in.Host == "" && len(in.Hosts) > 0 {
+		host = "known by its host key as " + strings.Join(in.Hosts, ", ")
+	} else if in.HostUnknown() {
+		host = "(unknown: no hint and no name for its host key)"
+	}
+	fmt.Fprintf(&b, "request: principal %s on host %s", orDash(in.Principal), host)
 	if in.Route != "" {
 		fmt.Fprintf(&b, " via route %s", in.Route)
 	}
@@ -267,45 +423,44 @@ func (p *Policy) Explain(in Input) string {
 	if len(in.Callers) > 0 {
 		fmt.Fprintf(&b, "callers: %s\n", chainString(in.Callers))
 	}
-	if p.IsAllowAll() {
+	if ex.AllowAll {
 		b.WriteString("no policy file configured: the built-in policy allows every request (the catalog still limits principals)\n")
 		return b.String()
 	}
-	if p.path != "" {
-		fmt.Fprintf(&b, "policy: %s\n", p.path)
+	if ex.Policy != "" {
+		fmt.Fprintf(&b, "policy: %s\n", ex.Policy)
 	}
-	for i := range p.Rules {
-		r := &p.Rules[i]
-		why := r.mismatch(in)
-		if why != "" {
-			fmt.Fprintf(&b, "  %s (%s): no match: %s\n", r.label(i), r.Effect, why)
+	if ex.HostUnknown {
+		b.WriteString("note: the host name is unknown, so deny rules naming hosts match and allow or confirm rules naming hosts do not (fail closed)\n")
+	}
+	for _, st := range ex.Rules {
+		if !st.Match {
+			fmt.Fprintf(&b, "  %s (%s): no match: %s\n", st.Rule, st.Effect, st.Why)
 			continue
 		}
-		d := p.Evaluate(in)
-		fmt.Fprintf(&b, "  %s (%s): MATCH\n", r.label(i), r.Effect)
-		fmt.Fprintf(&b, "decision: %s by %s", d.Effect, d.Rule)
-		if d.MaxTTL > 0 {
-			fmt.Fprintf(&b, ", max_ttl %s", d.MaxTTL)
+		if st.Why != "" {
+			fmt.Fprintf(&b, "  %s (%s): MATCH: %s\n", st.Rule, st.Effect, st.Why)
+		} else {
+			fmt.Fprintf(&b, "  %s (%s): MATCH\n", st.Rule, st.Effect)
 		}
-		if r.Reason != "" {
-			fmt.Fprintf(&b, ": %s", r.Reason)
-		}
-		b.WriteString("\n")
-		p.explainAfter(&b, d)
+	}
+	d := ex.Decision
+	if d.Rule == DefaultRule {
+		b.WriteString("decision: deny by default (no rule matched; add a rule that allows this request)\n")
 		return b.String()
 	}
-	b.WriteString("decision: deny by default (no rule matched; add a rule that allows this request)\n")
+	fmt.Fprintf(&b, "decision: %s by %s", d.Effect, d.Rule)
+	if d.MaxTTL > 0 {
+		fmt.Fprintf(&b, ", max_ttl %s", d.MaxTTL)
+	}
+	if d.Reason != "" && !strings.HasPrefix(d.Reason, fmt.Sprintf("%s by %s", d.Effect, d.Rule)) {
+		fmt.Fprintf(&b, ": %s", d.Reason)
+	}
+	b.WriteString("\n")
+	for _, t := range ex.Then {
+		fmt.Fprintf(&b, "then: %s\n", t)
+	}
 	return b.String()
-}
-
-// explainAfter says what Decide would do after the rules.
-func (p *Policy) explainAfter(b *strings.Builder, d Decision) {
-	if d.Effect == EffectConfirm {
-		b.WriteString("then: a confirmation is asked through SSH_ASKPASS; no answer in time is a deny\n")
-	}
-	if d.Effect != EffectDeny && p.Gate != nil && p.Gate.Enabled {
-		fmt.Fprintf(b, "then: the gate %s is asked (on_error: %s)\n", p.Gate.URL, p.Gate.onError())
-	}
 }
 
 func orDash(s string) string {

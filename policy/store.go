@@ -34,3 +34,18 @@ func NewStore(path string, logger *slog.Logger, onEvent func(Event)) (*Store, er
 		OnEvent: onEvent,
 	})
 }
+
+// NewOptionalStore is NewStore for the default policy path, which need not
+// exist: until a file appears there the built-in AllowAll policy is in
+// force (Hash ""); a file created later is loaded within a second, or on
+// Reload (SIGHUP). The directory must exist.
+func NewOptionalStore(path string, logger *slog.Logger, onEvent func(Event)) (*Store, error) {
+	return filewatch.NewStore(context.Background(), filewatch.StoreOptions[*Policy]{
+		Path:    path,
+		Parse:   Parse,
+		MaxSize: MaxFileSize,
+		Logger:  logger,
+		OnEvent: onEvent,
+		Missing: AllowAll,
+	})
+}

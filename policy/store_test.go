@@ -68,3 +68,42 @@ func wait(t *testing.T, ch <-chan Event) Event {
 		return Event{}
 	}
 }
+
+// TestOptionalStore: the default policy path is followed while absent:
+// the built-in allow-all policy is in force and re-reading the missing
+// file is not an error; a file that appears is loaded by Reload (SIGHUP)
+// at once, before the watcher's debounce, and a later removal keeps the
+// last good policy.
+func TestOptionalStore(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	events := make(chan Event, 10)
+	s, err := NewOptionalStore(path, nil, func(ev Event) { events <- ev })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.Current().IsAllowAll() || s.Hash() != "" {
+		t.Fatalf("missing file: allow-all %v, hash %q", s.Current().IsAllowAll(), s.Hash())
+	}
+	if err := s.Reload(); err != nil || s.LastError() != nil {
+		t.Fatalf("Reload of a still missing optional file: %v / %v", err, s.LastError())
+	}
+	os.WriteFile(path, []byte("rules:\n  - {name: late, effect: deny}\n"), 0o600)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.Current().Evaluate(Input{Principal: "u"}); d.Rule != "late" {
+		t.Fatalf("after Reload: %+v", d)
+	}
+	if ev := wait(t, events); ev.Kind != EventReloaded || ev.Path != path {
+		t.Fatalf("event %+v", ev)
+	}
+	os.Remove(path)
+	if err := s.Reload(); err == nil {
+		t.Error("removing the policy file was accepted silently")
+	}
+	if d := s.Current().Evaluate(Input{Principal: "u"}); d.Rule != "late" {
+		t.Errorf("after removal the policy in force changed: %+v", d)
+	}
+}

@@ -18,8 +18,14 @@ type Request struct {
 	Principals []string
 	// TTL is the requested lifetime; an issuer may not exceed it.
 	TTL time.Duration
-	// Extensions are the certificate extensions (e.g. permit-pty).
+	// Extensions are exactly the certificate extensions (e.g. permit-pty);
+	// a certificate with more, fewer or other ones is refused. OpenBao
+	// applies the role's default_extensions when a request names none, so
+	// an empty map is only met by a role without defaults.
 	Extensions map[string]string
+	// CriticalOptions are exactly the certificate's critical options
+	// (force-command, source-address); compared like Extensions.
+	CriticalOptions map[string]string
 	// KeyID is the certificate key id (the local CA sets it; OpenBao sets
 	// it only when the role allows user key ids).
 	KeyID string

@@ -113,7 +113,7 @@ func (l *LocalCA) Issue(ctx context.Context, req Request) (*Issued, error) {
 		ValidPrincipals: append([]string(nil), req.Principals...),
 		ValidAfter:      uint64(now.Add(-BackDate).Unix()),
 		ValidBefore:     uint64(now.Add(ttl).Unix()),
-		Permissions:     ssh.Permissions{Extensions: req.Extensions},
+		Permissions:     ssh.Permissions{Extensions: req.Extensions, CriticalOptions: req.CriticalOptions},
 	}
 	if err := cert.SignCert(rand.Reader, l.signer); err != nil {
 		return nil, fmt.Errorf("local CA: sign: %w", err)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,6 +51,9 @@ type OpenBaoDeps struct {
 	Getenv func(string) string
 	// HomeDir locates ~/.vault-token.
 	HomeDir string
+	// StateDir holds the trust-on-first-use record of CA keys (CAPinFile);
+	// empty keeps it in memory for the life of the process.
+	StateDir string
 	// HTTPClient, when set, replaces the TLS transport built from the
 	// config (tests use the test server's client). Its responses are still
 	// bounded and it is never asked to retry.
@@ -82,31 +86,56 @@ type TokenInfo struct {
 	ExpiresAt time.Time
 	// Policies come from lookup-self or the login; nil if unknown.
 	Policies []string
+	// State is what the last check found; Problem, when set, says what
+	// is wrong with the token and how to fix it.
+	State   TokenState
+	Problem string
+	// Relogin: the source can mint a new token (AppRole, JWT, command).
+	Relogin bool
+	// MaxTTLReached: the last renewal was capped by the token's max TTL.
+	MaxTTLReached bool
+	// RenewError is the last renewal's failure, empty after a good one.
+	RenewError string
+	// CheckedAt is when OpenBao last confirmed the token.
+	CheckedAt time.Time
 }
 
 // OpenBao issues certificates from OpenBao's SSH secrets engine
 // (<mount>/sign/<role>) through github.com/openbao/openbao/api/v2.
 //
 // It is safe for concurrent use. Sign calls are never retried once they
-// may have reached a server (each retry would mint another certificate):
-// the only retries are to the next address after a failed dial, and one
-// sign after a 403 and a fresh login (a 403 mints nothing). A background
-// goroutine renews the token; Close stops it.
+// may have been processed (each retry would mint another certificate):
+// the only retries are to another node after an answer that proves
+// nothing was signed (see do), and one sign after a 403 with a token
+// lookup-self refuses and a fresh one (a 403 mints nothing). A background
+// goroutine samples every node's health from the start;
+// StartTokenLifecycle starts the one that keeps the token alive; Close
+// stops both.
 type OpenBao struct {
 	cfg     *resolved
 	log     *slog.Logger
 	now     func() time.Time
-	clients []*api.Client // one per address, same order as cfg.addresses
+	nodes   []*node // one per address, in cfg.addresses order
 	tokens  *tokenManager
+	pins    *caPins
+	serials serialSet
 
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	stop chan struct{}
+	done chan struct{}
+	// healthDone is closed when the health sampler (healthLoop) ends.
+	healthDone chan struct{}
+	closeOnce  sync.Once
+	startOnce  sync.Once
 
-	// mu guards the fields below. It is never held across a network call.
-	mu  sync.Mutex
-	cur int                      // index of the address in use
-	ca  map[string]ssh.PublicKey // CA key per mount
+	// mu guards the fields below and every node's state. It is never held
+	// across a network call.
+	mu     sync.Mutex
+	cur    int                      // index of the node that last answered
+	ca     map[string]ssh.PublicKey // CA key per mount
+	issues issueRecord
+	// sampleDone is closed when the running health sample ends; nil when
+	// none runs.
+	sampleDone chan struct{}
 }
 
 var _ Issuer = (*OpenBao)(nil)
@@ -137,8 +166,14 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 		log:  deps.Logger.With("issuer", "openbao"),
 		now:  deps.Now,
 		ca:   map[string]ssh.PublicKey{},
+		pins: &caPins{pinned: r.pinned, pinnedFrom: r.pinnedFrom},
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
+
+		healthDone: make(chan struct{}),
+	}
+	if deps.StateDir != "" && r.pinned == nil {
+		o.pins.path = filepath.Join(deps.StateDir, CAPinFile)
 	}
 	for _, addr := range r.addresses {
 		c, err := api.NewClient(&api.Config{
@@ -147,6 +182,8 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 			Timeout:            r.timeout,
 			MaxRetries:         0, // signing is not idempotent; see the type's doc
 			DisableEnvironment: true,
+			// Redirects are judged by do: followed only to a listed node.
+			DisableRedirects: true,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("openbao: client for %s: %w", addr, err)
@@ -155,11 +192,28 @@ func NewOpenBao(cfg OpenBaoConfig, deps OpenBaoDeps) (*OpenBao, error) {
 		if r.namespace != "" {
 			c.SetNamespace(r.namespace)
 		}
-		o.clients = append(o.clients, c)
+		o.nodes = append(o.nodes, &node{addr: addr, client: c})
 	}
 	o.tokens = newTokenManager(o)
-	go o.renewLoop()
+	go o.healthLoop()
 	return o, nil
+}
+
+// healthLoop samples every node's health on a schedule (failures also
+// sample at once), so a sealed, hung or leaderless node is skipped and a
+// recovered one used again.
+func (o *OpenBao) healthLoop() {
+	defer close(o.healthDone)
+	h := time.NewTicker(healthEvery)
+	defer h.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-h.C:
+			o.refreshHealth(context.Background())
+		}
+	}
 }
 
 func httpClient(r *resolved, given *http.Client) *http.Client {
@@ -177,76 +231,79 @@ func httpClient(r *resolved, given *http.Client) *http.Client {
 	}
 	return &http.Client{
 		Transport: &boundedTransport{base: base},
-		// api/v2 follows one redirect itself (standby → active) and refuses
-		// protocol downgrades; net/http must not follow it too.
+		// Redirects (standby → active) are judged by do, which follows
+		// them only to a listed node; neither api/v2 nor net/http may.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// StartTokenLifecycle starts the background loop that finds the token at
+// once, looks it up every minute, renews it while idle and replaces it when
+// revoked (see tokenManager). The agent calls it; one-shot commands such as
+// `warden-agent ca` do not, so they never run token_command for nothing.
+// Close stops it.
+func (o *OpenBao) StartTokenLifecycle() {
+	o.startOnce.Do(func() { go o.renewLoop() })
 }
 
 // Close stops token renewal. It does not revoke the token: it may be shared
 // (BAO_TOKEN, ~/.vault-token).
 func (o *OpenBao) Close() error {
+	o.startOnce.Do(func() { close(o.done) }) // never started: nothing to wait for
 	o.closeOnce.Do(func() { close(o.stop) })
 	<-o.done
+	<-o.healthDone
 	return nil
 }
 
 func (o *OpenBao) renewLoop() {
 	defer close(o.done)
-	t := time.NewTicker(renewCheckEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-o.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 2*o.cfg.timeout)
-			o.tokens.refreshIfDue(ctx)
-			cancel()
-		}
-	}
+	o.tokens.run(o.stop)
 }
 
 // Kind is "openbao".
 func (o *OpenBao) Kind() string { return "openbao" }
 
-// Address is the address in use (it changes after a failover).
+// Address is the node that last answered (it changes after a failover).
 func (o *OpenBao) Address() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.cfg.addresses[o.cur]
+	return o.nodes[o.cur].addr
 }
 
-// TokenInfo describes the token in use; zero before the first request.
+// TokenInfo describes the token in use, from the last check.
 func (o *OpenBao) TokenInfo() TokenInfo { return o.tokens.info() }
+
+// CheckToken asks OpenBao about the token now (lookup-self, or the token
+// sources when there is no usable token) and describes it. status calls
+// it, so that what it shows is never older than the question.
+func (o *OpenBao) CheckToken(ctx context.Context) TokenInfo {
+	_ = o.tokens.Check(ctx)
+	return o.tokens.info()
+}
 
 // CAPublicKey returns the CA key of the configured mount.
 func (o *OpenBao) CAPublicKey(ctx context.Context) (ssh.PublicKey, error) {
 	return o.caKey(ctx, o.cfg.mount, false, nil)
 }
 
-// Health asks sys/health (no token) for the state of the address in use.
+// Health asks every node's sys/health (no token) now and returns the best
+// state found: active, then standby; with no usable node, the error names
+// each node's state.
 func (o *OpenBao) Health(ctx context.Context) (HealthState, error) {
-	resp, err := o.do(ctx, http.MethodGet, "sys/health", nil, "", nil)
-	if err != nil {
-		return HealthUnreachable, err
-	}
-	switch resp.status {
-	case http.StatusOK:
-		return HealthActive, nil
-	case http.StatusTooManyRequests, 472, 473: // standby, DR secondary, performance standby
-		return HealthStandby, nil
-	case http.StatusServiceUnavailable:
-		return HealthSealed, nil
-	case http.StatusNotImplemented:
-		return HealthUninitialized, nil
-	}
-	return HealthUnreachable, &UnavailableError{Address: resp.addr, Reason: ReasonServerError, Status: resp.status, Message: errorMessage(resp.body)}
+	o.refreshHealth(ctx)
+	return o.bestHealth()
 }
 
 // Issue signs req.PublicKey at <mount>/sign/<role> and validates the
 // certificate before returning it.
 func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
+	iss, err := o.issue(ctx, req)
+	o.noteIssue(err)
+	return iss, err
+}
+
+func (o *OpenBao) issue(ctx context.Context, req Request) (*Issued, error) {
 	mount := strings.Trim(req.Mount, "/")
 	if mount == "" {
 		mount = o.cfg.mount
@@ -270,6 +327,9 @@ func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
 	if req.Extensions != nil {
 		body["extensions"] = req.Extensions
 	}
+	if len(req.CriticalOptions) > 0 {
+		body["critical_options"] = req.CriticalOptions
+	}
 	if req.KeyID != "" {
 		body["key_id"] = req.KeyID
 	}
@@ -288,14 +348,25 @@ func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
 		return nil, err
 	}
 	resp, err := o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
-	if err == nil && resp.status == http.StatusForbidden && tok.relogin {
-		// A 403 minted nothing, so one sign after a fresh login is safe.
-		log.Info("openbao: sign refused (403); logging in again", "source", tok.source)
-		tok, err = o.tokens.relogin(ctx, tok)
-		if err != nil {
-			return nil, err
+	if err == nil && resp.status == http.StatusForbidden {
+		// Expired or revoked, or a policy that denies the path: lookup-self
+		// tells which. A 403 minted nothing, so one sign with a new token
+		// is safe.
+		next, retry, rerr := o.tokens.refused(ctx, tok, path)
+		switch {
+		case rerr != nil:
+			log.Warn("openbao: sign refused (403)", "source", tok.source, "err", rerr)
+			return nil, rerr
+		case retry:
+			log.Info("openbao: sign refused (403) with an invalid token; retrying with a new one", "old_source", tok.source, "source", next.source)
+			tok = next
+			resp, err = o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
+		default:
+			tok = next // its policies, fresh from lookup-self
 		}
-		resp, err = o.do(ctx, http.MethodPost, path, body, tok.value, hdr)
+	}
+	if err == nil && resp.status == http.StatusOK {
+		o.tokens.worked(tok)
 	}
 	if err != nil {
 		log.Warn("openbao: sign failed", "err", err)
@@ -322,7 +393,11 @@ func (o *OpenBao) Issue(ctx context.Context, req Request) (*Issued, error) {
 			return nil, err
 		}
 	}
-	if err := Validate(sr.cert, req, ca, o.now()); err != nil {
+	err = validate(sr.cert, req, ca, o.now(), o.cfg.maxBackdate)
+	if err == nil && !o.serials.add(sr.cert.Serial) {
+		err = fmt.Errorf("%w: serial %x was already issued to this agent: a replayed or duplicated certificate", ErrInvalidCertificate, sr.cert.Serial)
+	}
+	if err != nil {
 		err = fmt.Errorf("openbao: certificate from %s (serial %x, request %s): %w", resp.addr, sr.serial, sr.requestID, err)
 		log.Warn("openbao: certificate refused", "serial", sr.serial, "request_id", sr.requestID, "err", err)
 		return nil, err
@@ -384,6 +459,10 @@ func (o *OpenBao) caKey(ctx context.Context, mount string, refresh bool, hdr htt
 	if err != nil {
 		return nil, fmt.Errorf("openbao: CA key from %s/%s/public_key: %w", resp.addr, mount, err)
 	}
+	if err := o.pins.check(o.cfg.addresses, resp.addr, o.mountLabel(mount), k, o.log.Warn); err != nil {
+		o.log.Error("openbao: CA key refused", "mount", mount, "address", resp.addr, "err", err)
+		return nil, err
+	}
 	o.mu.Lock()
 	old := o.ca[mount]
 	o.ca[mount] = k
@@ -394,95 +473,20 @@ func (o *OpenBao) caKey(ctx context.Context, mount string, refresh bool, hdr htt
 	return k, nil
 }
 
+// mountLabel names a mount in the pin record: namespaces may reuse names.
+func (o *OpenBao) mountLabel(mount string) string {
+	if o.cfg.namespace != "" {
+		return strings.Trim(o.cfg.namespace, "/") + "/" + mount
+	}
+	return mount
+}
+
 // rawResponse is a bounded, fully read answer.
 type rawResponse struct {
-	status int
-	body   []byte
-	addr   string
-}
-
-// do sends one request with a deadline of the configured timeout. It moves
-// to the next address only when the connection could not be made (a dial
-// error): then nothing was sent, so even a sign request is safe to send
-// elsewhere. Any answer, whatever its status, is returned as is.
-func (o *OpenBao) do(ctx context.Context, method, path string, body any, token string, hdr http.Header) (*rawResponse, error) {
-	o.mu.Lock()
-	start := o.cur
-	o.mu.Unlock()
-	n := len(o.clients)
-	var lastErr error
-	for i := range n {
-		idx := (start + i) % n
-		addr := o.cfg.addresses[idx]
-		resp, err := o.doOnce(ctx, o.clients[idx], addr, method, path, body, token, hdr)
-		if err == nil {
-			if idx != start {
-				o.mu.Lock()
-				o.cur = idx
-				o.mu.Unlock()
-				o.log.Warn("openbao: failed over", "from", o.cfg.addresses[start], "to", addr, "err", lastErr)
-			}
-			return resp, nil
-		}
-		lastErr = err
-		if !isDialError(err) || ctx.Err() != nil {
-			break
-		}
-		if i < n-1 {
-			o.log.Warn("openbao: cannot connect; trying the next address", "address", addr, "err", err)
-		}
-	}
-	return nil, lastErr
-}
-
-func (o *OpenBao) doOnce(ctx context.Context, c *api.Client, addr, method, path string, body any, token string, hdr http.Header) (*rawResponse, error) {
-	timeout, setting := o.cfg.timeout, "signer.openbao.timeout"
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
-		// The caller's deadline is shorter: for a login that is the
-		// agent's list_deadline, and that is what a timeout should name.
-		timeout, setting = max(time.Until(dl), 0), "list_deadline"
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.cfg.timeout)
-	defer cancel()
-	r := c.NewRequest(method, "/v1/"+path)
-	r.ClientToken = token
-	for k, v := range hdr {
-		r.Headers[k] = v
-	}
-	if body != nil {
-		if err := r.SetJSONBody(body); err != nil {
-			return nil, fmt.Errorf("openbao: encoding request: %w", err)
-		}
-	}
-	resp, err := c.RawRequestWithContext(ctx, r)
-	if resp == nil {
-		if err == nil {
-			err = errors.New("no response")
-		}
-		return nil, classify(err, addr, timeout, setting)
-	}
-	defer resp.Body.Close()
-	// On an error status api/v2 has already buffered the (bounded) body
-	// into resp.Body; either way we read what there is.
-	data, rerr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
-	if rerr == nil && len(data) > maxResponseBody {
-		rerr = errBodyTooLarge
-	}
-	if rerr != nil {
-		return nil, classify(rerr, addr, timeout, setting)
-	}
-	return &rawResponse{status: resp.StatusCode, body: data, addr: addr}, nil
-}
-
-// isDialError reports a connection that was never made, so no request
-// was sent.
-func isDialError(err error) bool {
-	var ue *UnavailableError
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	status   int
+	body     []byte
+	addr     string
+	location string // Location header of a redirect
 }
 
 // classify turns a transport error into an UnavailableError that says what

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Defaults for OpenBaoConfig.
@@ -29,8 +32,10 @@ const (
 type OpenBaoConfig struct {
 	// Address is the server's URL; BAO_ADDR or VAULT_ADDR when empty.
 	Address string `yaml:"address"`
-	// Addresses lists the nodes of an HA cluster, tried in order; the next
-	// one is used only when a connection to the current one cannot be made.
+	// Addresses lists the nodes of an HA cluster. Every node's sys/health
+	// is sampled; requests go to the active node, else a standby, and move
+	// on only when an answer proves nothing was processed (docs/openbao.md).
+	// BAO_ADDRS, or a comma-separated BAO_ADDR/VAULT_ADDR, when empty.
 	Addresses []string `yaml:"addresses"`
 	// Namespace is sent as X-Vault-Namespace; BAO_NAMESPACE when empty.
 	Namespace string `yaml:"namespace"`
@@ -50,6 +55,22 @@ type OpenBaoConfig struct {
 	TLSSkipVerifyIUnderstand bool `yaml:"tls_skip_verify_i_understand"`
 	// Timeout bounds every request; default 5s.
 	Timeout time.Duration `yaml:"timeout"`
+	// InsecureHTTP allows http:// addresses that are not loopback. Without
+	// it they are refused: the token and every certificate would cross the
+	// network readable and changeable by anyone on the path.
+	InsecureHTTP bool `yaml:"insecure_http"`
+
+	// CAPublicKey pins the CA keys (authorized_keys lines) a certificate
+	// may be signed by, whatever <mount>/public_key says. CAPublicKeyFile
+	// reads them from a file. With neither, the first key each mount
+	// serves is trusted and recorded in the state directory, and a later
+	// change is refused.
+	CAPublicKey     string `yaml:"ca_public_key"`
+	CAPublicKeyFile string `yaml:"ca_public_key_file"`
+	// MaxBackdate bounds how far in the past a certificate's valid-after
+	// may lie; default DefaultMaxBackdate (the role's 30s not_before_duration
+	// plus 2m skew).
+	MaxBackdate time.Duration `yaml:"max_backdate"`
 
 	// Token is a token written in the config file (least preferred place
 	// for a secret; prefer the token file or a broker).
@@ -113,6 +134,11 @@ type resolved struct {
 	cmdTimeout   time.Duration
 	approleMount string
 	jwtMount     string
+	maxBackdate  time.Duration
+	// pinned are the CA keys of ca_public_key(_file); nil means trust on
+	// first use. pinnedFrom names the setting, for errors.
+	pinned     []ssh.PublicKey
+	pinnedFrom string
 }
 
 func firstEnv(getenv func(string) string, names ...string) string {
@@ -135,17 +161,24 @@ func resolveConfig(cfg OpenBaoConfig, getenv func(string) string, home string) (
 		}
 	}
 	if len(r.addresses) == 0 {
-		if a := firstEnv(getenv, "BAO_ADDR", "VAULT_ADDR"); a != "" {
-			r.addresses = []string{a}
+		// BAO_ADDRS, or BAO_ADDR/VAULT_ADDR, may list an HA cluster's
+		// nodes separated by commas.
+		for _, a := range strings.Split(firstEnv(getenv, "BAO_ADDRS", "BAO_ADDR", "VAULT_ADDR"), ",") {
+			if a = strings.TrimSpace(a); a != "" && !slices.Contains(r.addresses, a) {
+				r.addresses = append(r.addresses, a)
+			}
 		}
 	}
 	if len(r.addresses) == 0 {
-		return nil, errors.New("openbao: no server address: set signer.openbao.address in agent.yaml or BAO_ADDR")
+		return nil, errors.New("openbao: no server address: set signer.openbao.address (or addresses) in agent.yaml, or BAO_ADDR")
 	}
 	for i, a := range r.addresses {
 		u, err := url.Parse(a)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("openbao: address %q is not an http(s) URL such as https://bao.example.com:8200", a)
+		}
+		if u.Scheme == "http" && !cfg.InsecureHTTP && !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("openbao: address %s is plain http: the token and every certificate would cross the network readable and changeable by anyone on the path; use https:// (with ca_cert for a private CA), or, on a network you trust, set signer.openbao.insecure_http: true in agent.yaml", a)
 		}
 		r.addresses[i] = strings.TrimRight(a, "/")
 	}
@@ -160,6 +193,13 @@ func resolveConfig(cfg OpenBaoConfig, getenv func(string) string, home string) (
 	r.timeout = cfg.Timeout
 	if r.timeout <= 0 {
 		r.timeout = DefaultOpenBaoTimeout
+	}
+	r.maxBackdate = cfg.MaxBackdate
+	if r.maxBackdate <= 0 {
+		r.maxBackdate = DefaultMaxBackdate
+	}
+	if err := r.loadPins(cfg); err != nil {
+		return nil, err
 	}
 	r.cmdTimeout = cfg.TokenCommandTimeout
 	if r.cmdTimeout <= 0 {
@@ -199,6 +239,43 @@ func resolveConfig(cfg OpenBaoConfig, getenv func(string) string, home string) (
 	}
 	r.tls = t
 	return r, nil
+}
+
+// isLoopback reports a host name that never leaves the machine.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// loadPins reads ca_public_key and ca_public_key_file.
+func (r *resolved) loadPins(cfg OpenBaoConfig) error {
+	if cfg.CAPublicKey != "" && cfg.CAPublicKeyFile != "" {
+		return errors.New("openbao: set ca_public_key or ca_public_key_file, not both")
+	}
+	text, from := cfg.CAPublicKey, "signer.openbao.ca_public_key"
+	if cfg.CAPublicKeyFile != "" {
+		from = "ca_public_key_file " + cfg.CAPublicKeyFile
+		b, err := readBounded(cfg.CAPublicKeyFile, maxPinFile)
+		if err != nil {
+			return fmt.Errorf("openbao: reading ca_public_key_file: %w", err)
+		}
+		text = string(b)
+	}
+	if from == "signer.openbao.ca_public_key" && text == "" {
+		return nil
+	}
+	keys, err := parseKeyLines([]byte(text))
+	if err != nil {
+		return fmt.Errorf("openbao: %s: %w", from, err)
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("openbao: %s holds no key: give the CA key as printed by bao read -field=public_key <mount>/config/ca", from)
+	}
+	r.pinned, r.pinnedFrom = keys, from
+	return nil
 }
 
 func tlsConfig(cfg OpenBaoConfig, getenv func(string) string) (*tls.Config, error) {

@@ -23,6 +23,8 @@ type TokenAttempt struct {
 // NoTokenError reports that no token source produced a token.
 type NoTokenError struct {
 	Tried []TokenAttempt
+	// TokenCommand is the configured token_command's program, if any.
+	TokenCommand string
 }
 
 // Error says what failed and how to fix it.
@@ -31,7 +33,12 @@ func (e *NoTokenError) Error() string {
 	for i, a := range e.Tried {
 		parts[i] = a.Source + " (" + a.Result + ")"
 	}
-	return "openbao: no OpenBao token: tried " + strings.Join(parts, ", ") + "; " + brokerHint
+	hint := brokerHint
+	if e.TokenCommand != "" {
+		// The configured command is the fix the operator chose.
+		hint = fmt.Sprintf("fix the configured token_command (%s) so that it prints a token, or set BAO_TOKEN", e.TokenCommand)
+	}
+	return "openbao: no OpenBao token: tried " + strings.Join(parts, ", ") + "; " + hint
 }
 
 // TokenSourceError reports that a configured login (AppRole, JWT or the
@@ -52,8 +59,9 @@ func (e *TokenSourceError) Error() string {
 // Unwrap returns the underlying cause, if any.
 func (e *TokenSourceError) Unwrap() error { return e.Err }
 
-// PermissionDeniedError is a 403 on a path: the token is valid but its
-// policies do not grant the path, or the token is expired or revoked.
+// PermissionDeniedError is a 403 on a path while lookup-self still
+// accepts the token: its policies do not grant the path. (A token that
+// lookup-self refuses too is a *TokenInvalidError.)
 type PermissionDeniedError struct {
 	Address string
 	// Path is the API path, e.g. "ssh/sign/eng".
@@ -69,9 +77,9 @@ type PermissionDeniedError struct {
 // Error says what failed and how to fix it.
 func (e *PermissionDeniedError) Error() string {
 	if e.Policies == nil {
-		return fmt.Sprintf("openbao: permission denied on %s (token from %s): the token is expired or revoked, or its policies do not allow this path; get a fresh token (bao login) or run through your credential broker", e.Path, e.Source)
+		return fmt.Sprintf("openbao: permission denied on %s (token from %s): the token works (lookup-self accepts it) but its policies do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, e.Source, e.Path)
 	}
-	return fmt.Sprintf("openbao: permission denied on %s: the token's policies (%s) do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, strings.Join(e.Policies, ", "), e.Path)
+	return fmt.Sprintf("openbao: permission denied on %s: the token from %s works (lookup-self accepts it) but its policies (%s) do not allow this path; ask for a policy with path %q { capabilities = [\"update\"] }", e.Path, e.Source, strings.Join(e.Policies, ", "), e.Path)
 }
 
 // RoleRefusedError is a 400 from <mount>/sign/<role>: the role refused the

@@ -107,6 +107,7 @@ func newIssuer(t *testing.T, tg *openbaotest.Target, cfg OpenBaoConfig, e env, n
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.StartTokenLifecycle()
 	t.Cleanup(func() { o.Close() })
 	return &harness{t: t, tg: tg, o: o, log: logs}
 }
@@ -129,6 +130,7 @@ func (h *harness) request(principals ...string) Request {
 		PublicKey:     ephemeral(h.t),
 		Principals:    principals,
 		TTL:           2 * time.Minute,
+		Extensions:    map[string]string{"permit-pty": ""},
 		Mount:         h.tg.Mount,
 		Role:          h.tg.Role,
 		RouteName:     "test",
@@ -283,9 +285,9 @@ func TestOpenBaoPermissionDenied(t *testing.T) {
 	if !errors.As(err, &pe) {
 		t.Fatalf("err = %v, want PermissionDeniedError", err)
 	}
-	want := "permission denied on " + tg.Mount + "/sign/other: the token's policies (default, " + tg.Policy + ") do not allow this path"
+	want := "permission denied on " + tg.Mount + "/sign/other: the token from config token works (lookup-self accepts it) but its policies (default, " + tg.Policy + ") do not allow this path"
 	if tg.Fake == nil {
-		want = "permission denied on " + tg.Mount + "/sign/other: the token's policies ("
+		want = "permission denied on " + tg.Mount + "/sign/other: the token from config token works (lookup-self accepts it) but its policies ("
 	}
 	if !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q lacks %q", err, want)
@@ -301,9 +303,11 @@ func TestOpenBaoRevokedStaticTokenIsNotRetried(t *testing.T) {
 	}
 	s.RevokeToken(tok)
 	_, err := h.issue("alice")
-	var pe *PermissionDeniedError
-	if !errors.As(err, &pe) || pe.Source != SourceBaoToken {
-		t.Fatalf("err = %v, want PermissionDeniedError from BAO_TOKEN", err)
+	// Revoked, not a policy: lookup-self refuses it too, and the
+	// environment cannot hold a new one, so the fix is a restart.
+	var ie *TokenInvalidError
+	if !errors.As(err, &ie) || ie.Source != SourceBaoToken || !strings.Contains(err.Error(), "restart it with a fresh one") {
+		t.Fatalf("err = %v, want TokenInvalidError from BAO_TOKEN", err)
 	}
 	if n := s.Requests("ssh/sign/eng"); n != 2 {
 		t.Errorf("%d sign requests, want 2", n)
@@ -495,17 +499,20 @@ func TestOpenBaoAppRoleReloginOnce(t *testing.T) {
 		if n := s.Requests("ssh/sign/eng"); n != 3 {
 			t.Errorf("%d sign requests, want 3 (ok, 403, retry)", n)
 		}
-		// A 403 after the fresh login too: give up, no third sign.
-		before := s.Requests("ssh/sign/eng")
-		s.FailNextPath("ssh/sign/eng", 403, `{"errors":["permission denied"]}`)
+		// A 403 while lookup-self still accepts the token is a policy
+		// refusal: no new login, no second sign.
+		before, logins := s.Requests("ssh/sign/eng"), s.Requests("auth/approle/login")
 		s.FailNextPath("ssh/sign/eng", 403, `{"errors":["permission denied"]}`)
 		_, err := h.issue("alice")
 		var pe *PermissionDeniedError
 		if !errors.As(err, &pe) {
 			t.Fatalf("err = %v, want PermissionDeniedError", err)
 		}
-		if n := s.Requests("ssh/sign/eng") - before; n != 2 {
-			t.Errorf("%d sign requests after two 403s, want 2", n)
+		if n := s.Requests("ssh/sign/eng") - before; n != 1 {
+			t.Errorf("%d sign requests after a policy 403, want 1", n)
+		}
+		if n := s.Requests("auth/approle/login") - logins; n != 0 {
+			t.Errorf("%d logins after a policy 403, want 0", n)
 		}
 	}
 	h.mustNotLeak(nil, tg.SecretID)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -16,7 +17,7 @@ func activityCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "activity",
 		Usage: "show the audit log: certificates issued and used, refusals, reloads",
-		UsageText: "warden-agent activity [--since 2h|TIME] [--until 2h|TIME] [--event NAME]... [--principal NAME] [--host HOST] [--serial SERIAL] [--caller TEXT] [--json] [--follow]\n\n" +
+		UsageText: "warden-agent activity [--since 2h|TIME] [--until 2h|TIME] [--event NAME]... [--principal NAME] [--host HOST] [--route NAME] [--serial SERIAL] [--caller TEXT] [--json] [--follow]\n\n" +
 			"Examples:\n" +
 			"   warden-agent activity --since 24h --event 'cert.*'\n" +
 			"   warden-agent activity --host web1 --follow\n" +
@@ -29,6 +30,7 @@ func activityCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "event", Usage: "only events named `NAME` (repeatable; 'cert.*' matches every cert event)"},
 			&cli.StringFlag{Name: "principal", Usage: "only records for principal or remote user `NAME`"},
 			&cli.StringFlag{Name: "host", Usage: "only records for target `HOST`"},
+			&cli.StringFlag{Name: "route", Usage: "only records of catalog route `NAME`"},
 			&cli.StringFlag{Name: "serial", Usage: "only records of certificate `SERIAL` (hex as in OpenBao, or decimal as sshd logs it)"},
 			&cli.StringFlag{Name: "caller", Usage: "only records whose calling process chain or executable contains `TEXT`, or whose caller pid is TEXT"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "after the matching records, print new ones as they are written, until interrupted"},
@@ -63,9 +65,14 @@ func activityList(c *cli.Context) error {
 		return err
 	}
 	w := c.App.Writer
+	route := c.String("route")
+	onRoute := func(r audit.Record) bool { return route == "" || r.FieldString("route") == route }
 	if c.Bool("follow") {
 		rows := audit.NewRowWriter(w)
 		return audit.Follow(c.Context, path, f, func(r audit.Record) {
+			if !onRoute(r) {
+				return
+			}
 			if c.Bool("json") {
 				audit.WriteJSON(w, []audit.Record{r})
 			} else {
@@ -77,7 +84,7 @@ func activityList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return writeRecords(c, recs)
+	return writeRecords(c, slices.DeleteFunc(recs, func(r audit.Record) bool { return !onRoute(r) }))
 }
 
 func activityFilter(c *cli.Context) (audit.Filter, error) {
@@ -118,7 +125,7 @@ func activityVerify(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "ok: %d records, head %s\n", res.Records, res.Head)
 	if res.FirstSeq > 1 {
-		fmt.Fprintf(c.App.Writer, "note: the chain starts at seq %d; older records were rotated away, so only the OpenBao audit anchor can vouch for them\n", res.FirstSeq)
+		fmt.Fprintf(c.App.Writer, "note: the chain starts at seq %d; older records are not in these files (rotated away once older than audit.min_age, moved away before a SIGHUP, or deleted by hand), so only the OpenBao audit anchor can vouch for them\n", res.FirstSeq)
 	}
 	return nil
 }

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh/agent"
 )
 
 // TestE2EAuditRecordsOneLogin: a real login leaves hint, cert.issued,
@@ -70,4 +75,113 @@ func TestE2EAuditRecordsOneLogin(t *testing.T) {
 func jsonNumber(v any) string {
 	f, _ := v.(float64)
 	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// lockCycles locks and unlocks the agent n times over its socket, as
+// `ssh-add -x` and `ssh-add -X` do: two audit records per cycle.
+func lockCycles(t *testing.T, socket string, n int) {
+	t.Helper()
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ag := agent.NewClient(c)
+	for i := 0; i < n; i++ {
+		if err := ag.Lock([]byte("pass")); err != nil {
+			t.Fatalf("lock %d: %v", i, err)
+		}
+		if err := ag.Unlock([]byte("pass")); err != nil {
+			t.Fatalf("unlock %d: %v", i, err)
+		}
+	}
+}
+
+// TestE2ESecondAgentRefused (issue 12 item 8): a second `warden-agent run`
+// on the state directory of a running one exits non-zero with a message
+// naming the first agent's pid and how to give it its own directory; the
+// first keeps writing, `activity` reads and verifies while it runs, and
+// the chain verifies after both.
+func TestE2ESecondAgentRefused(t *testing.T) {
+	e := newTestEnv(t)
+	a := startAgent(t, e, nil, "--upstream", "none")
+	lockCycles(t, a.socket, 1)
+
+	other := filepath.Join(e.dir, "b.sock")
+	b, err := launchAgent(t, e, nil, "--upstream", "none", "--socket", other)
+	if err == nil {
+		b.stop(t)
+		t.Fatal("a second agent started on the same state directory")
+	}
+	if b != nil || dialable("unix", other) {
+		t.Fatalf("the second agent listens on %s", other)
+	}
+	pid := a.cmd.Process.Pid
+	for _, want := range []string{
+		"exited before listening: exit status 1",
+		fmt.Sprintf("another warden-agent (pid %d) is already running on the state directory %s", pid, filepath.Join(e.state, "warden")),
+		filepath.Join(e.state, "warden", "agent.lock"),
+		"XDG_STATE_HOME=DIR",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second agent: want %q in\n%v", want, err)
+		}
+	}
+
+	// The first keeps writing, and readers work beside it.
+	lockCycles(t, a.socket, 2)
+	if out := e.mustWarden("activity", "verify"); !strings.HasPrefix(out, "ok: 7 records") {
+		t.Errorf("verify while the agent runs: %q", out)
+	}
+	a.stop(t)
+	recs := a.audit(t)
+	if n := len(events(recs, "agent.start")); n != 1 {
+		t.Errorf("%d agent.start records, want only the first agent's", n)
+	}
+	if n := len(events(recs, "agent.unlocked")); n != 3 {
+		t.Errorf("%d agent.unlocked records, want 3", n)
+	}
+	if out := e.mustWarden("activity", "verify"); !strings.HasPrefix(out, "ok: 8 records") {
+		t.Errorf("verify after both: %q", out)
+	}
+	// Once the first has stopped, an agent starts there again.
+	startAgent(t, e, nil, "--upstream", "none").stop(t)
+}
+
+// TestE2EAuditRotationKeepsYoungFiles (issue 12: with a small max_size a
+// burst of records rotated agent.start away while verify said ok): with
+// audit.keep 1 and a 4 KiB max_size, 80 records from one connection
+// rotate once and then rotation is refused, since it would delete a file
+// younger than audit.min_age (default 7 days). Status is degraded and
+// says why; the chain still starts at agent.start, seq 1.
+func TestE2EAuditRotationKeepsYoungFiles(t *testing.T) {
+	e := newTestEnv(t)
+	e.writeConfig("audit:\n  max_size: 4096\n  keep: 1\n")
+	a := startAgent(t, e, nil, "--upstream", "none")
+	lockCycles(t, a.socket, 40)
+
+	r := e.warden("status")
+	if r.code != 1 || !strings.Contains(r.stdout, "problem   audit log rotation refused: rotating would delete audit.log.1") ||
+		!strings.Contains(r.stdout, "younger than the minimum age 168h0m0s") {
+		t.Errorf("status with rotation refused: want exit 1 and the reason, got %s", r)
+	}
+	r = e.warden("status", "--json")
+	if !strings.Contains(r.stdout, `"rotation_refused": "rotating would delete audit.log.1`) {
+		t.Errorf("status --json lacks rotation_refused: %s", r)
+	}
+	files, _ := filepath.Glob(e.auditPath() + "*")
+	if fi, err := os.Stat(e.auditPath() + ".1"); err != nil || fi.Size() == 0 {
+		t.Errorf("audit.log.1: %v (files %v)", err, files)
+	}
+	if fi, _ := os.Stat(e.auditPath()); fi == nil || fi.Size() <= 4096 {
+		t.Errorf("audit.log should have grown past max_size instead of deleting audit.log.1 (files %v)", files)
+	}
+	out := e.mustWarden("activity", "verify")
+	if !strings.HasPrefix(out, "ok: 81 records") || strings.Contains(out, "rotated away") {
+		t.Errorf("verify: %q, want all 81 records from seq 1", out)
+	}
+	first := e.mustWarden("activity", "--json", "--event", "agent.start")
+	if !strings.Contains(first, `"seq":1,`) {
+		t.Errorf("agent.start is not seq 1 any more: %s", first)
+	}
 }

@@ -26,8 +26,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
-
-	"github.com/netkingdom/ops-warden/agentproxy"
 )
 
 // faultSessionBind sends session-bind@openssh.com signed by host, as ssh
@@ -408,11 +406,10 @@ func TestE2EAuditUnavailableFailsClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var reply agentproxy.HintReply
-		if err := agentproxy.CallExtension(a.socket, agentproxy.ExtHint, agentproxy.HintRequest{
-			SSHPid: up.cmd.Process.Pid, User: "u", Host: "x", Port: 22,
-		}, &reply, 10*time.Second); err != nil || !reply.OK {
-			t.Fatalf("hint for a host without a route: %v %+v", err, reply)
+		// warden-agent hint for its own pid ($$ of the shell it replaces):
+		// a hint is answered only for the caller's own ssh.
+		if r := e.run(nil, "sh", "-c", `exec "$0" hint --ssh-pid $$ --user u --host x --port 22 --socket "$1"`, wardenExe, a.socket); r.code != 0 {
+			t.Fatalf("hint for a host without a route: %s", r)
 		}
 		after, err := os.Stat(auditLog)
 		if err != nil {
@@ -484,22 +481,15 @@ func TestE2EAuditUnavailableFailsClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		ag := agent.NewClient(c)
-		keys, err := ag.List()
+		// ssh-add -d of the certificate `warden-agent sign` prints (a
+		// connection without session-bind is not listed it).
+		line := strings.TrimSpace(e.mustWarden("sign", "--socket", a.socket, "--principal", user, "--host", "127.0.0.1"))
+		cert, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("warden-agent sign printed %q: %v", line, err)
 		}
-		dropped := false
-		for _, k := range keys {
-			if strings.HasPrefix(k.Comment, "warden:") {
-				if err := ag.Remove(k); err != nil {
-					t.Fatalf("remove %s: %v", k.Comment, err)
-				}
-				dropped = true
-			}
-		}
-		if !dropped {
-			t.Fatalf("no warden certificate listed to drop: %v", keys)
+		if err := agent.NewClient(c).Remove(cert); err != nil {
+			t.Fatalf("remove the warden certificate: %v", err)
 		}
 		mark := len(s.log.String())
 		r := e.sshLogin(cfg, nil, user, "target", "new-cert")

@@ -2,18 +2,22 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/internal/yamlfile"
+	"github.com/netkingdom/ops-warden/signer"
 )
 
 // Config is agent.yaml. Every field is optional: with no file at all the
@@ -27,7 +31,8 @@ type Config struct {
 	// ListDeadline bounds how long ssh waits for the key list.
 	ListDeadline catalog.Duration `yaml:"list_deadline"`
 	Signer       SignerConfig     `yaml:"signer"`
-	// Routes are inline routes, used when no catalog file is configured.
+	// Routes are inline routes. They exclude a catalog file: with both
+	// (catalog.path, or a default catalog.yaml) the config is refused.
 	Routes  []catalog.Route `yaml:"routes"`
 	Catalog struct {
 		Path string `yaml:"path"`
@@ -64,6 +69,9 @@ type AuditConfig struct {
 	Path    string `yaml:"path"`
 	MaxSize int64  `yaml:"max_size"`
 	Keep    int    `yaml:"keep"`
+	// MinAge: rotation never deletes a file younger than this (default
+	// 168h); see docs/audit.md.
+	MinAge catalog.Duration `yaml:"min_age"`
 }
 
 // maxConfigSize bounds agent.yaml.
@@ -109,8 +117,8 @@ func loadConfig(c *cli.Context) (*Config, error) {
 		if len(data) > maxConfigSize {
 			return nil, fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
 		}
-		if err := decodeStrict(data, cfg); err != nil {
-			return nil, fmt.Errorf("config %s: %w", path, err)
+		if err := decodeConfig(path, data, cfg); err != nil {
+			return nil, err
 		}
 		cfg.path = path
 	}
@@ -135,18 +143,76 @@ func loadConfig(c *cli.Context) (*Config, error) {
 	if cfg.KnownHosts == nil {
 		cfg.KnownHosts = []string{filepath.Join(homeDir(), ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"}
 	}
+	// Inline routes and a catalog file cannot both be in force; a catalog
+	// file that silently replaced the routes in front of the user would
+	// route logins where agent.yaml does not say.
+	explicitCatalog := cfg.Catalog.Path != ""
 	if cfg.Catalog.Path == "" {
 		if p := filepath.Join(configDir(), "catalog.yaml"); fileExists(p) {
 			cfg.Catalog.Path = p
 		}
 	}
+	if len(cfg.Routes) > 0 && cfg.Catalog.Path != "" {
+		return nil, routesConflict(cfg, explicitCatalog)
+	}
 	if cfg.Policy.Path == "" {
-		if p := filepath.Join(configDir(), "policy.yaml"); fileExists(p) {
+		if p := defaultPolicyPath(); fileExists(p) {
 			cfg.Policy.Path = p
 		}
 	}
 	return cfg, nil
 }
+
+// decodeConfig decodes agent.yaml strictly. Every problem is reported
+// with file:line:col and its key path in the file (signer.openbao.timeout),
+// never a Go type name; the inline routes are checked where they stand,
+// and signer.openbao is checked here too so that an unknown key in it is
+// reported at its own line.
+func decodeConfig(path string, data []byte, cfg *Config) error {
+	opts := yamlfile.Options{KeyPaths: true}
+	root, errs := yamlfile.DecodeWith(path, data, cfg, opts)
+	if len(errs) == 1 && errs[0].Msg == yamlfile.ErrEmpty.Error() {
+		*cfg = Config{} // an empty agent.yaml is the default configuration
+		return nil
+	}
+	if root != nil {
+		if n := yamlfile.Find(root, "signer", "openbao"); n != nil && n.Tag != "!!null" {
+			var ob signer.OpenBaoConfig
+			opts.Prefix = "signer.openbao"
+			errs = append(errs, yamlfile.DecodeNode(path, n, &ob, opts)...)
+		}
+		seen := map[string]int{}
+		for i := range cfg.Routes {
+			r := &cfg.Routes[i]
+			at := yamlfile.Find(root, "routes", i)
+			if err := r.Prepare(); err != nil {
+				errs = append(errs, yamlfile.At(path, at, "routes[%d]: %v", i, err))
+				continue
+			}
+			if first, dup := seen[r.Name]; dup {
+				errs = append(errs, yamlfile.At(path, at, "routes[%d]: route %s: duplicate name (first at routes[%d])", i, r.Name, first))
+			}
+			seen[r.Name] = i
+		}
+	}
+	slices.SortStableFunc(errs, func(a, b *yamlfile.Error) int { return cmp.Or(a.Line-b.Line, a.Col-b.Col) })
+	return errs.Err()
+}
+
+// routesConflict names both places that define routes and the fixes.
+func routesConflict(cfg *Config, explicit bool) error {
+	where := "the default catalog file " + cfg.Catalog.Path + " exists"
+	if explicit {
+		where = "catalog.path names " + cfg.Catalog.Path
+	}
+	return fmt.Errorf("config %s: routes: defines %d inline route(s) and %s; only one set of routes can be in force. "+
+		"Move the routes into %s and delete routes: from %s, or remove or rename %s (or unset catalog.path) to keep the inline routes",
+		cfg.path, len(cfg.Routes), where, cfg.Catalog.Path, cfg.path, cfg.Catalog.Path)
+}
+
+// defaultPolicyPath is where a policy is read from when agent.yaml names
+// none; the agent follows it even while it does not exist.
+func defaultPolicyPath() string { return filepath.Join(configDir(), "policy.yaml") }
 
 func fileExists(p string) bool {
 	_, err := os.Stat(p)

@@ -650,16 +650,17 @@ func TestE2ELoginAllowed(t *testing.T) {
 		t.Errorf("cert.used key_fingerprint %q, cert.issued %q", used[0].str("key_fingerprint"), issued[0].str("key_fingerprint"))
 	}
 
-	// Without session-bind, ssh-add -L sees the certificate already issued.
-	r := e.sshAdd(a.socket, nil, "-L")
-	if r.code != 0 {
-		t.Fatalf("ssh-add -L through warden: %s", r)
+	// Without session-bind (ssh-add -L) a require_bind certificate is not
+	// listed: that connection could not use it (docs/security.md).
+	if r := e.sshAdd(a.socket, nil, "-L"); r.code != 1 || strings.Contains(r.stdout, "cert-v01") {
+		t.Fatalf("ssh-add -L through warden: want no identities, got %s", r)
 	}
-	lines := nonEmptyLines(r.stdout)
-	if len(lines) != 1 || !strings.HasPrefix(lines[0], "ssh-ed25519-cert-v01@openssh.com ") {
-		t.Fatalf("ssh-add -L through warden: want exactly the certificate, got %q", lines)
+	// warden-agent sign prints the certificate the agent holds.
+	line := strings.TrimSpace(e.mustWarden("sign", "--socket", a.socket, "--principal", user, "--host", "127.0.0.1"))
+	if !strings.HasPrefix(line, "ssh-ed25519-cert-v01@openssh.com ") {
+		t.Fatalf("warden-agent sign: want the certificate, got %q", line)
 	}
-	principals, serialDec := certPrincipals(t, e.dir, lines[0])
+	principals, serialDec := certPrincipals(t, e.dir, line)
 	if !slices.Equal(principals, []string{user}) {
 		t.Errorf("listed certificate principals = %q, want exactly [%s]", principals, user)
 	}
@@ -815,20 +816,23 @@ func TestE2EUpstreamAgent(t *testing.T) {
 	}
 
 	t.Run("list", func(t *testing.T) {
+		// ssh-add sends no session-bind: it is listed the upstream keys as
+		// they are, and no require_bind certificate it could not use.
 		l := e.listed(a.socket)
-		if len(l) != 2 || !strings.HasSuffix(l[0], "(ED25519-CERT)") || !containsFP(l[1:], fp1) {
-			t.Errorf("ssh-add -l through warden: want the certificate, then key1 %s; got %q", fp1, l)
+		if len(l) != 1 || !containsFP(l, fp1) {
+			t.Errorf("ssh-add -l through warden: want key1 %s alone; got %q", fp1, l)
 		}
 		r := e.sshAdd(a.socket, nil, "-L")
 		ll := nonEmptyLines(r.stdout)
-		if r.code != 0 || len(ll) != 2 || !strings.HasPrefix(ll[0], "ssh-ed25519-cert-v01@openssh.com ") {
-			t.Fatalf("ssh-add -L through warden: want the certificate first: %s", r)
+		if r.code != 0 || len(ll) != 1 {
+			t.Fatalf("ssh-add -L through warden: want key1 alone: %s", r)
 		}
-		if f := strings.Fields(ll[1]); len(f) < 2 || f[0]+" "+f[1] != strings.Join(strings.Fields(key1)[:2], " ") {
-			t.Errorf("ssh-add -L through warden: second line %q, want key1 %q", ll[1], key1)
+		if f := strings.Fields(ll[0]); len(f) < 2 || f[0]+" "+f[1] != strings.Join(strings.Fields(key1)[:2], " ") {
+			t.Errorf("ssh-add -L through warden: line %q, want key1 %q", ll[0], key1)
 		}
-		if p, _ := certPrincipals(t, e.dir, ll[0]); !slices.Equal(p, []string{user}) {
-			t.Errorf("listed certificate principals %q, want [%s]", p, user)
+		cert := strings.TrimSpace(e.mustWarden("sign", "--socket", a.socket, "--principal", user, "--host", "127.0.0.1"))
+		if p, _ := certPrincipals(t, e.dir, cert); !slices.Equal(p, []string{user}) {
+			t.Errorf("held certificate principals %q, want [%s]", p, user)
 		}
 	})
 
@@ -910,9 +914,11 @@ func TestE2EUpstreamAgent(t *testing.T) {
 			t.Fatalf("ssh-add -X through warden: %s", r)
 		}
 		l := e.listed(a.socket)
-		if len(l) != 2 || !strings.HasSuffix(l[0], "(ED25519-CERT)") || !containsFP(l[1:], fp1) {
-			t.Errorf("unlocked: ssh-add -l through warden: want the certificate then key1, got %q", l)
+		if len(l) != 1 || !containsFP(l, fp1) {
+			t.Errorf("unlocked: ssh-add -l through warden: want key1, got %q", l)
 		}
+		// And the certificate logs in again.
+		e.mustLogin(cfg, nil, user, "target")
 		if l := e.listed(up.socket); !containsFP(l, fp1) {
 			t.Errorf("unlocked: the upstream agent lists %q, want key1", l)
 		}
@@ -949,16 +955,17 @@ func TestE2EUpstreamKilled(t *testing.T) {
 	cfg := e.sshConfig(s, a.socket)
 
 	e.mustLogin(cfg, nil, user, "target") // upstream alive
-	if l := e.listed(a.socket); len(l) != 2 || !containsFP(l[1:], fingerprint(t, key1)) {
-		t.Fatalf("before the kill: want the certificate and key1, got %q", l)
+	if l := e.listed(a.socket); len(l) != 1 || !containsFP(l, fingerprint(t, key1)) {
+		t.Fatalf("before the kill: want key1, got %q", l)
 	}
 
 	up.kill() // SIGKILL: the socket file stays, nothing answers
 	e.mustLogin(cfg, nil, user, "target")
 
-	l := e.listed(a.socket)
-	if len(l) != 1 || !strings.HasSuffix(l[0], "(ED25519-CERT)") {
-		t.Errorf("upstream dead: ssh-add -l through warden: want the certificate alone, got %q", l)
+	// ssh-add (no bind) has nothing from warden: it reports an error, not
+	// "The agent has no identities" (issue 13).
+	if r := e.sshAdd(a.socket, nil, "-l"); r.code != 1 || !strings.Contains(r.stderr, "error fetching identities") {
+		t.Errorf("upstream dead: ssh-add -l through warden: want the error, got %s", r)
 	}
 	recs := a.audit(t)
 	if n := len(events(recs, "cert.used", "user", user)); n != 2 {
@@ -1019,7 +1026,9 @@ func TestE2ESocket(t *testing.T) {
 	}
 
 	t.Run("live agent", func(t *testing.T) {
-		r := e.warden("run", "--upstream", "none", "--socket", sock)
+		// Its own state directory: one directory refuses a second agent
+		// before the socket is looked at (TestE2ESecondAgentRefused).
+		r := e.run([]string{"XDG_STATE_HOME=" + filepath.Join(e.dir, "state2")}, wardenExe, "run", "--upstream", "none", "--socket", sock)
 		if r.code == 0 {
 			t.Fatalf("a second agent started over a live socket: %s", r)
 		}
@@ -1043,7 +1052,7 @@ func TestE2ESocket(t *testing.T) {
 		if _, err := os.Lstat(stale); err != nil {
 			t.Fatalf("stale socket file missing: %v", err)
 		}
-		b := startAgent(t, e, nil, "--upstream", "none", "--socket", stale)
+		b := startAgent(t, e, []string{"XDG_STATE_HOME=" + filepath.Join(e.dir, "state2")}, "--upstream", "none", "--socket", stale)
 		if !dialable("unix", stale) {
 			t.Fatalf("agent started over a stale socket does not answer")
 		}
@@ -1082,7 +1091,9 @@ func TestE2EUpstreamIsOwnSocket(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a, err := launchAgent(t, e, c.env, c.args...)
+			// Its own state directory, else the first agent's lock refuses it
+			// before the socket is looked at.
+			a, err := launchAgent(t, e, append(c.env, "XDG_STATE_HOME="+filepath.Join(e.dir, "state2")), c.args...)
 			if err == nil {
 				// A loop: every list would connect to itself until the
 				// agent runs out of file descriptors.

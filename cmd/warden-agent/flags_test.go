@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,5 +29,28 @@ func TestGlobalFlagsBeforeOrAfterCommand(t *testing.T) {
 		if r := e.warden(args...); r.code == 0 || !strings.Contains(r.stderr, "none.yaml") {
 			t.Errorf("warden-agent %s with a missing config: %s", strings.Join(args, " "), r)
 		}
+	}
+}
+
+// TestGlobalFlagsAfterPositional: --config and --socket after a positional
+// argument (configuration.md: they work anywhere) are not ignored.
+func TestGlobalFlagsAfterPositional(t *testing.T) {
+	e := newTestEnv(t)
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("routes:\n  - name: only-here\n    hosts: [\"*.example.org\"]\n    principals: [deploy]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"route", "ssh://deploy@web.example.org", "--config", cfg},
+		{"route", "ssh://deploy@web.example.org", "--config=" + cfg},
+		{"--config", cfg, "route", "ssh://deploy@web.example.org"},
+	} {
+		if r := e.warden(args...); r.code != 0 || !strings.Contains(r.stdout, "only-here") {
+			t.Errorf("warden-agent %s: %s", strings.Join(args, " "), r)
+		}
+	}
+	sock := filepath.Join(t.TempDir(), "x.sock")
+	if r := e.warden("activity", "show", "abc", "--socket", sock, "--config", filepath.Join(t.TempDir(), "none.yaml")); !strings.Contains(r.stderr, "none.yaml") {
+		t.Errorf("--config after activity show's serial was ignored: %s", r)
 	}
 }

@@ -63,6 +63,29 @@ type fwdLab struct {
 
 func newFwdLab(t *testing.T, policy string) *fwdLab {
 	t.Helper()
+	return newFwdLabOpts(t, policy, fwdOpts{})
+}
+
+// fwdOpts varies the lab: the agent's upstream (an agent socket; default
+// none), the target's route (YAML list items for agent.yaml given the
+// lab's user and target sshd; default fwd-target pinning the target's
+// host key) and warden's known_hosts file's contents.
+type fwdOpts struct {
+	upstream    string
+	targetRoute func(user string, target *sshdProc) string
+	knownHosts  func(target *sshdProc) string
+}
+
+func newFwdLabOpts(t *testing.T, policy string, o fwdOpts) *fwdLab {
+	t.Helper()
+	if o.upstream == "" {
+		o.upstream = "none"
+	}
+	if o.targetRoute == nil {
+		o.targetRoute = func(user string, target *sshdProc) string {
+			return fmt.Sprintf("  - name: fwd-target\n    host_keys: [%q]\n    principals: [%q]\n    ttl: 5m\n", fwdKeyField(target.hostPub), user)
+		}
+	}
 	needPrograms(t, "ssh", "ssh-keygen")
 	sshdPath(t)
 	l := &fwdLab{user: loginUser(t), e: newTestEnv(t)}
@@ -81,6 +104,11 @@ func newFwdLab(t *testing.T, policy string) *fwdLab {
 		t.Fatal("the two sshd's share a host key")
 	}
 
+	wardenKH := filepath.Join(e.dir, "no-such-known-hosts")
+	if o.knownHosts != nil {
+		wardenKH = filepath.Join(e.dir, "warden_known_hosts")
+		writeFile(t, wardenKH, o.knownHosts(l.target))
+	}
 	policyPath := filepath.Join(e.dir, "policy.yaml")
 	writeFile(t, policyPath, policy)
 	// The bastion's certificate must carry permit-agent-forwarding, or its
@@ -94,15 +122,11 @@ func newFwdLab(t *testing.T, policy string) *fwdLab {
     extensions:
       permit-pty: ""
       permit-agent-forwarding: ""
-  - name: fwd-target
-    host_keys: [%[2]q]
-    principals: [%[1]q]
-    ttl: 5m
-policy:
+%[2]spolicy:
   path: %[3]s
 known_hosts: [%[4]q]
-`, l.user, fwdKeyField(l.target.hostPub), policyPath, filepath.Join(e.dir, "no-such-known-hosts")))
-	l.a = startAgent(t, e, nil, "--upstream", "none")
+`, l.user, o.targetRoute(l.user, l.target), policyPath, wardenKH))
+	l.a = startAgent(t, e, nil, "--upstream", o.upstream)
 	for _, s := range []*sshdProc{l.bastion, l.target} {
 		writeFile(t, filepath.Join(s.dir, "ca.pub"), l.a.ca+"\n")
 	}
@@ -247,8 +271,13 @@ func TestE2EForwardingPolicy(t *testing.T) {
 		if r.code == 0 {
 			t.Errorf("ssh -A bastion ssh-add KEY: a key was added through a forwarded agent: %s", r)
 		}
-		if !waitFor(2*time.Second, func() bool { return strings.Contains(l.a.stderr.String(), "key add refused on a forwarded connection") }) {
+		if !waitFor(2*time.Second, func() bool {
+			return strings.Contains(l.a.stderr.String(), "adding keys is refused on a forwarded connection")
+		}) {
 			t.Errorf("the agent did not log the refused add on the forwarded connection")
+		}
+		if got := events(l.a.audit(t), "request.refused", "trust", "forwarded"); len(got) == 0 {
+			t.Errorf("no request.refused record with trust forwarded for the add")
 		}
 		if got := events(l.a.audit(t), "key.added"); len(got) != 0 {
 			t.Errorf("key.added through a forwarded agent: %v", got)
@@ -373,13 +402,14 @@ func TestE2EManyUpstreamKeys(t *testing.T) {
 		t.Errorf("an upstream key signed: %v", got)
 	}
 
+	// ssh-add (no bind) sees the ten upstream keys as they are.
 	l := e.listed(a.socket)
-	if len(l) != 11 || !strings.HasSuffix(l[0], "(ED25519-CERT)") {
-		t.Fatalf("ssh-add -l through warden: want 11 entries with the certificate first, got %d: %q", len(l), l)
+	if len(l) != 10 {
+		t.Fatalf("ssh-add -l through warden: want the 10 upstream keys, got %d: %q", len(l), l)
 	}
 	for _, fp := range fps {
-		if !containsFP(l[1:], fp) {
-			t.Errorf("ssh-add -l through warden does not list upstream key %s after the certificate: %q", fp, l)
+		if !containsFP(l, fp) {
+			t.Errorf("ssh-add -l through warden does not list upstream key %s: %q", fp, l)
 		}
 	}
 }

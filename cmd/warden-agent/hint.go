@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,7 +48,7 @@ func hintCommand() *cli.Command {
 				SSHPid: sshPid, User: c.String("user"), Host: c.String("host"), Port: c.Int("port"),
 			}, &reply, c.Duration("timeout"))
 			if errors.Is(err, agentproxy.ErrNoAgent) {
-				return cli.Exit(fmt.Sprintf("warden-agent: not running on %s; ssh falls back to your usual agent", socket), 1)
+				return cli.Exit("warden-agent: not running on "+socket+"; "+fallback(socket, os.Getenv("SSH_AUTH_SOCK")), 1)
 			}
 			if err != nil {
 				return cli.Exit("warden-agent: "+err.Error(), 1)
@@ -115,4 +116,38 @@ func procCmdline(procRoot string, pid int) []string {
 		return nil
 	}
 	return strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+}
+
+// fallback says truthfully what ssh does when warden is down: ssh runs
+// the hint with its own environment, so SSH_AUTH_SOCK here is the agent ssh
+// falls back to. Pointing it at warden's own socket leaves ssh no agent.
+func fallback(socket, authSock string) string {
+	switch {
+	case authSock == "":
+		return "SSH_AUTH_SOCK is not set, so ssh falls back to your key files (~/.ssh/id_*) only; start warden-agent (`systemctl --user start warden-agent` or `warden-agent run`)"
+	case samePath(authSock, socket):
+		return "SSH_AUTH_SOCK points at it too, so ssh has no agent to fall back to: start warden-agent (`systemctl --user start warden-agent` or `warden-agent run`), or keep SSH_AUTH_SOCK on your own agent and let the ssh-config block route to warden (docs/ssh-config.md, break-glass)"
+	case !answers(authSock):
+		return fmt.Sprintf("your usual agent (SSH_AUTH_SOCK=%s) does not answer either, so ssh falls back to your key files (~/.ssh/id_*) only", authSock)
+	}
+	return fmt.Sprintf("ssh falls back to your usual agent (SSH_AUTH_SOCK=%s)", authSock)
+}
+
+func samePath(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	ra, errA := filepath.EvalSymlinks(a)
+	rb, errB := filepath.EvalSymlinks(b)
+	return errA == nil && errB == nil && ra == rb
+}
+
+// answers reports whether something accepts connections on socket.
+func answers(socket string) bool {
+	c, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -14,7 +15,43 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
-	os.Exit(exitCode(newApp().Run(os.Args)))
+	os.Exit(exitCode(runCLI(os.Args)))
+}
+
+// runCLI runs the command line args (os.Args).
+func runCLI(args []string) error { return newApp().Run(hoistGlobalFlags(args)) }
+
+// hoistGlobalFlags moves --config and --socket (with their values) to the
+// front, right after the program name. The flag parser stops at the first
+// positional argument, so `warden-agent route ssh://a@b --config x` would
+// otherwise ignore --config; in front they are the app's own flags, which
+// every command reads. Nothing after "--" is touched.
+func hoistGlobalFlags(args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	var hoisted, rest []string
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && (name == "config" || name == "socket") {
+			if hasValue {
+				hoisted = append(hoisted, a)
+				continue
+			}
+			if i+1 < len(args) {
+				hoisted = append(hoisted, a, args[i+1])
+				i++
+				continue
+			}
+		}
+		rest = append(rest, a)
+	}
+	return append(append([]string{args[0]}, hoisted...), rest...)
 }
 
 // exitCode prints err once and turns it into the process exit code:

@@ -24,7 +24,7 @@ var wardenExe string
 // name it runs the CLI instead of the tests (STYLE item 13).
 func TestMain(m *testing.M) {
 	if filepath.Base(os.Args[0]) == "warden-agent" {
-		os.Exit(exitCode(newApp().Run(os.Args)))
+		os.Exit(exitCode(runCLI(os.Args)))
 	}
 	os.Exit(runTests(m))
 }
@@ -40,6 +40,11 @@ func runTests(m *testing.M) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "TestMain:", err)
 		return 1
+	}
+	// WARDEN_E2E_EXE runs the end-to-end tests against another build of
+	// warden-agent (an older commit, to see which tests fail there).
+	if other := os.Getenv("WARDEN_E2E_EXE"); other != "" {
+		self = other
 	}
 	// A hard link (or a copy), not a symlink: `warden-agent ssh-config`
 	// writes its own path with symlinks resolved into the Match exec line,

@@ -26,7 +26,9 @@ func newOpenBaoIssuer(cfg *Config, log *slog.Logger) (signer.Issuer, func(), err
 			return nil, nil, fmt.Errorf("config %s: signer.openbao: %w", cfg.path, err)
 		}
 	}
-	b, err := signer.NewOpenBao(ob, signer.OpenBaoDeps{Logger: log, Now: time.Now, Getenv: os.Getenv, HomeDir: homeDir()})
+	// The CA key is trusted on first use and recorded next to the audit log
+	// unless agent.yaml pins it.
+	b, err := signer.NewOpenBao(ob, signer.OpenBaoDeps{Logger: log, Now: time.Now, Getenv: os.Getenv, HomeDir: homeDir(), StateDir: stateDir()})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -326,6 +326,10 @@ func TestE2EPolicyAllowDenyConfirm(t *testing.T) {
 		if p := issued[0].str("principal"); p != user {
 			t.Errorf("cert.issued principal %q, want %q", p, user)
 		}
+		// Every allow says why: the deciding rule is in the record.
+		if r := issued[0].str("rule"); r != "allow-one" {
+			t.Errorf("cert.issued rule %q, want allow-one", r)
+		}
 		// The route says 5m; rule allow-one caps it at 2m.
 		if ttl := issued[0].str("ttl"); ttl != "2m0s" {
 			t.Errorf("cert.issued ttl %q, want 2m0s (allow-one's max_ttl below the route's 5m)", ttl)
@@ -399,6 +403,9 @@ func TestE2EPolicyAllowDenyConfirm(t *testing.T) {
 		}
 		if len(events(recs, "cert.used", "serial", issued[0].str("serial"))) != 1 {
 			t.Errorf("no cert.used for the confirmed certificate %s", issued[0].str("serial"))
+		}
+		if issued[0].str("rule") != "confirm-three" || fmt.Sprint(issued[0]["confirmed"]) != "true" {
+			t.Errorf("cert.issued %v: want rule confirm-three and confirmed true", issued[0])
 		}
 	})
 
@@ -709,4 +716,42 @@ func TestE2ECatalogRouteAndLint(t *testing.T) {
 			t.Errorf("catalog lint --json of a broken file: want exit 1 and findings (%v): %s", err, r)
 		}
 	})
+}
+
+// TestE2EPolicyGateFailOpenRecorded: a gate that cannot be asked, with
+// on_error: allow, lets the login through — and the record says so
+// (issue 16: a gate that failed open must leave a trace).
+func TestE2EPolicyGateFailOpenRecorded(t *testing.T) {
+	needPrograms(t, "ssh", "ssh-keygen", "sh")
+	sshdPath(t)
+	user := loginUser(t)
+	// A port nothing listens on: the gate cannot be asked.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	policy := fmt.Sprintf(`rules:
+  - name: allow-one
+    hosts: ["127.0.0.1"]
+    principals: [%q]
+    effect: allow
+gate:
+  enabled: true
+  url: http://%s/decide
+  timeout: 1s
+  on_error: allow
+`, user, dead)
+	l := newPolicyLab(t, policy, nil)
+	l.mustLogin("one")
+	issued := events(l.a.audit(t), "cert.issued", "route", "lab-one")
+	if len(issued) != 1 {
+		t.Fatalf("want one cert.issued on lab-one, got %d", len(issued))
+	}
+	rec := issued[0]
+	if rec.str("rule") != "allow-one" || rec.str("gate") != "allow" || fmt.Sprint(rec["gate_fail_open"]) != "true" ||
+		!strings.Contains(rec.str("gate_reason"), "gate unavailable (on_error: allow)") {
+		t.Fatalf("cert.issued %v: want rule allow-one, gate allow, gate_fail_open true and the gate's failure", rec)
+	}
 }

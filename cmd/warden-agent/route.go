@@ -37,7 +37,7 @@ func routeCommand() *cli.Command {
 // callerFlags are shared by route and policy explain.
 func callerFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "caller", Usage: "a program in the caller chain, nearest first (path or name; repeat for the chain)"},
+		&cli.StringSliceFlag{Name: "caller", Usage: "a program in the caller chain, nearest first (full path, or a name looked up in PATH; repeat for the chain)"},
 		&cli.BoolFlag{Name: "forwarded", Usage: "decide as for a request through a forwarded agent connection"},
 		&cli.BoolFlag{Name: "bound", Value: true, Usage: "decide as for a client that sent session-bind (--bound=false for tunnel programs)"},
 	}
@@ -49,14 +49,18 @@ func callersFrom(c *cli.Context) []policy.Caller {
 	if names := c.StringSlice("caller"); len(names) > 0 {
 		out := make([]policy.Caller, len(names))
 		for i, n := range names {
-			out[i] = policy.Caller{Name: filepath.Base(n)}
-			if strings.Contains(n, "/") {
-				out[i].Exe = n
+			// Rules match the executable, never the name: a bare name
+			// stands for the program PATH finds, or itself.
+			out[i] = policy.Caller{Name: filepath.Base(n), Exe: n}
+			if !strings.Contains(n, "/") {
+				if p, err := exec.LookPath(n); err == nil && filepath.IsAbs(p) {
+					out[i].Exe = p
+				}
 			}
 		}
 		return out
 	}
-	ssh := policy.Caller{Name: "ssh"}
+	ssh := policy.Caller{Name: "ssh", Exe: "ssh"}
 	if p, err := exec.LookPath("ssh"); err == nil {
 		ssh.Exe = p
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/netkingdom/ops-warden/agentproxy"
 	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/signer"
 )
 
 func runCommand() *cli.Command {
@@ -25,7 +26,7 @@ func runCommand() *cli.Command {
 		Name:  "run",
 		Usage: "run the agent in the foreground",
 		UsageText: "warden-agent run [--socket PATH] [--upstream PATH|none]\n\n" +
-			"Example:\n   warden-agent run &\n   export SSH_AUTH_SOCK=$(warden-agent env --path)",
+			"Example:\n   warden-agent run &\n   warden-agent ssh-config >> ~/.ssh/config   # once; SSH_AUTH_SOCK stays on your own agent",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "upstream", Usage: "the user's own agent `SOCKET`, or none", DefaultText: "$SSH_AUTH_SOCK at start"},
 			&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error", Value: "info"},
@@ -78,12 +79,20 @@ func runAgent(c *cli.Context) error {
 	if upstream != "" && agentproxy.IsWarden(upstream, 2*time.Second) {
 		return fmt.Errorf("upstream agent %s is a warden-agent, not your own agent; start warden-agent with the SSH_AUTH_SOCK of your real agent, or --upstream none", upstream)
 	}
+	unlockState, err := lockStateDir()
+	if err != nil {
+		return err
+	}
+	defer unlockState()
 
 	iss, closeIssuer, err := newIssuer(cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer closeIssuer()
+	if ob, ok := iss.(*signer.OpenBao); ok {
+		ob.StartTokenLifecycle() // the agent keeps its token alive; one-shot commands do not
+	}
 
 	known, err := catalog.LoadKnownHosts(cfg.KnownHosts...)
 	if err != nil {
@@ -112,8 +121,18 @@ func runAgent(c *cli.Context) error {
 		go health.sample(hctx, hc, 30*time.Second)
 	}
 
+	// Under socket activation the socket served is systemd's, whatever
+	// the config says: status must report that one.
+	ln, err := agentproxy.SystemdListener()
+	if err != nil {
+		return err
+	}
+	if ln != nil {
+		cfg.Socket = ln.Addr().String()
+	}
+	obs := observe(iss)
 	srv, err := agentproxy.New(agentproxy.Config{
-		Issuer:       iss,
+		Issuer:       obs,
 		Catalog:      src.catalog,
 		Authorize:    src.authorizer(),
 		KnownHosts:   func() *catalog.KnownHosts { return known },
@@ -124,23 +143,20 @@ func runAgent(c *cli.Context) error {
 		ListDeadline: time.Duration(cfg.ListDeadline),
 		LocalUser:    localUser(),
 		Version:      version,
-		StatusExtra:  statusExtra(iss, health, src, rec),
+		StatusExtra:  statusExtra(iss, obs, health, src, rec),
 	})
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
 	hooks.cache.Store(srv.Cache())
 
-	ln, err := agentproxy.SystemdListener()
-	if err != nil {
-		return err
-	}
 	if ln == nil {
 		if ln, err = agentproxy.Listen(cfg.Socket); err != nil {
 			return err
 		}
-	} else {
-		cfg.Socket = ln.Addr().String()
 	}
 
 	if err := printBanner(c.App.Writer, cfg, iss, upstream); err != nil {
@@ -219,7 +235,8 @@ func printBanner(w io.Writer, cfg *Config, iss interface {
 	if iss.Kind() == "local" {
 		fmt.Fprintln(w, "local CA: development and single-machine mode; configure signer.kind: openbao for teams")
 	}
-	fmt.Fprintf(w, "\nUse it from a shell:\n  export SSH_AUTH_SOCK=%s\n", cfg.Socket)
+	fmt.Fprintf(w, "\nNext: send ssh to it for the hosts it serves (keep SSH_AUTH_SOCK on your own agent: ssh uses it whenever warden is down):\n  warden-agent ssh-config >> ~/.ssh/config\n")
+	fmt.Fprintf(w, "Programs that do not read ~/.ssh/config: SSH_AUTH_SOCK=%s\n", cfg.Socket)
 	key, err := iss.CAPublicKey(ctx)
 	if err != nil {
 		fmt.Fprintf(w, "\nCA key unavailable (%v); `warden-agent ca` prints it once the issuer answers\n", err)

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,13 +53,25 @@ func openSources(cfg *Config, log *slog.Logger, hooks *reloadHooks) (*sources, e
 			return nil, err
 		}
 	}
+	onPolicy := func(e policy.Event) { s.onEvent("policy", e, hooks) }
 	if cfg.Policy.Path != "" {
-		s.polStore, err = policy.NewStore(cfg.Policy.Path, log, func(e policy.Event) { s.onEvent("policy", e, hooks) })
-		if err != nil {
-			close(s.ready) // let a pending event finish so close can wait for its watcher
-			s.close()
-			return nil, err
+		s.polStore, err = policy.NewStore(cfg.Policy.Path, log, onPolicy)
+	} else {
+		// No policy yet: follow the default path, so a policy.yaml
+		// created there after start is in force within a second (or at
+		// SIGHUP) instead of being ignored until a restart.
+		path := defaultPolicyPath()
+		if err = os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+			s.polStore, err = policy.NewOptionalStore(path, log, onPolicy)
 		}
+		if err != nil {
+			err = fmt.Errorf("policy: follow the default path %s: %w", path, err)
+		}
+	}
+	if err != nil {
+		close(s.ready) // let a pending event finish so close can wait for its watcher
+		s.close()
+		return nil, err
 	}
 	close(s.ready)
 	return s, nil
@@ -122,7 +137,8 @@ func (s *sources) catalog() *catalog.Catalog {
 	return s.inline
 }
 
-// authorizer adapts the policy to the agent; nil without a policy file.
+// authorizer adapts the policy in force to the agent (the built-in
+// allow-all policy while no file exists).
 func (s *sources) authorizer() agentproxy.Authorizer {
 	if s.polStore == nil {
 		return nil
@@ -134,15 +150,32 @@ func (s *sources) authorizer() agentproxy.Authorizer {
 			callers[i] = policy.Caller{Pid: p.Pid, Exe: p.Exe, Name: p.Name}
 		}
 		d := s.polStore.Current().Decide(ctx, policy.Input{
-			Subject: req.Subject, Principal: req.Principal, Host: req.Host, Route: req.Route,
+			Subject: req.Subject, Principal: req.Principal, Host: req.Host, Hosts: req.Hosts, Route: req.Route,
 			Callers: callers, Forwarded: req.Forwarded, Bound: req.Bound,
 		}, deps)
-		reason := d.Reason
-		if d.GateReason != "" && reason == "" {
-			reason = d.GateReason
-		}
-		return agentproxy.AuthDecision{Allow: d.Effect == policy.EffectAllow, Rule: d.Rule, Reason: reason, MaxTTL: time.Duration(d.MaxTTL)}
+		return authDecision(d)
 	}
+}
+
+// authDecision is the agent's view of a policy decision, with what the
+// audit log records of it: the rule, a confirmation, the gate's answer,
+// and whether the gate failed open.
+func authDecision(d policy.Decision) agentproxy.AuthDecision {
+	out := agentproxy.AuthDecision{Allow: d.Effect == policy.EffectAllow, Rule: d.Rule, Reason: d.Reason,
+		MaxTTL: time.Duration(d.MaxTTL), Confirmed: d.Confirmed, GateReason: d.GateReason}
+	if out.Reason == "" {
+		out.Reason = d.GateReason
+	}
+	if d.GateAllow != nil {
+		out.Gate = "deny"
+		if *d.GateAllow {
+			out.Gate = "allow"
+		}
+		// Decide writes "gate unavailable (on_error: …)" when the gate
+		// could not be asked; an allow then is a fail-open.
+		out.FailOpen = *d.GateAllow && strings.HasPrefix(d.GateReason, policy.GateUnavailable)
+	}
+	return out
 }
 
 // hashes are the catalog and policy versions in force, for agent.start.
@@ -150,7 +183,7 @@ func (s *sources) hashes() (cat, pol string) {
 	if s.catStore != nil {
 		cat = "sha256:" + s.catStore.Hash()
 	}
-	if s.polStore != nil {
+	if s.polStore != nil && s.polStore.Hash() != "" {
 		pol = "sha256:" + s.polStore.Hash()
 	}
 	return cat, pol

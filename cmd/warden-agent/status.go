@@ -33,9 +33,40 @@ type issuerStatus struct {
 	Health      string    `json:"health"`
 	HealthError string    `json:"health_error,omitempty"`
 	CheckedAt   time.Time `json:"checked_at,omitzero"`
-	TokenSource string    `json:"token_source,omitempty"`
-	TokenTTLSec int64     `json:"token_ttl_seconds,omitempty"`
-	Renewable   bool      `json:"token_renewable,omitempty"`
+	// Nodes are OpenBao's listed nodes, each with its own state.
+	Nodes []nodeStatus `json:"nodes,omitempty"`
+	// Token is OpenBao's token as checked when status asked; nil for
+	// the local CA.
+	Token *tokenStatus `json:"token,omitempty"`
+	// Issuance is the issuer's recent record.
+	Issuance issuanceStatus `json:"issuance"`
+}
+
+// tokenStatus describes the OpenBao token; it never holds the token.
+type tokenStatus struct {
+	// State is unchecked, missing, valid or invalid.
+	State         string    `json:"state"`
+	Source        string    `json:"source,omitempty"`
+	TTLSec        int64     `json:"ttl_seconds"`
+	ExpiresAt     time.Time `json:"expires_at,omitzero"`
+	Renewable     bool      `json:"renewable"`
+	MaxTTLReached bool      `json:"max_ttl_reached,omitempty"`
+	Relogin       bool      `json:"relogin,omitempty"`
+	Policies      []string  `json:"policies,omitempty"`
+	CheckedAt     time.Time `json:"checked_at,omitzero"`
+	RenewError    string    `json:"renew_error,omitempty"`
+	// Problem says what is wrong and how to fix it.
+	Problem string `json:"problem,omitempty"`
+}
+
+type nodeStatus struct {
+	Address     string    `json:"address"`
+	State       string    `json:"state"`
+	Up          bool      `json:"up"`
+	InUse       bool      `json:"in_use,omitempty"`
+	CheckedAt   time.Time `json:"checked_at,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
 type fileStatus struct {
@@ -52,10 +83,13 @@ type auditStatus struct {
 	Head        string `json:"head"`
 	Unavailable bool   `json:"unavailable"`
 	LastError   string `json:"last_error,omitempty"`
+	// RotationRefused: rotation would have deleted a file younger than
+	// audit.min_age; the log grows instead (degraded).
+	RotationRefused string `json:"rotation_refused,omitempty"`
 }
 
-// healthSampler checks the issuer's health in the background, so status
-// answers from memory and never waits on OpenBao.
+// healthSampler checks the issuer's health in the background; status
+// checks it again when asked and keeps the newer answer.
 type healthSampler struct {
 	mu        sync.Mutex // guards the fields below
 	state     string
@@ -68,18 +102,23 @@ type healthChecker interface {
 	Health(ctx context.Context) (signer.HealthState, error)
 }
 
+// check asks the issuer once and keeps the answer.
+func (h *healthSampler) check(ctx context.Context, hc healthChecker) {
+	state, err := hc.Health(ctx)
+	h.mu.Lock()
+	h.state, h.err, h.checkedAt = string(state), "", time.Now()
+	if err != nil {
+		h.err = err.Error()
+	}
+	h.mu.Unlock()
+}
+
 // sample runs until ctx ends.
 func (h *healthSampler) sample(ctx context.Context, hc healthChecker, every time.Duration) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		state, err := hc.Health(cctx)
+		h.check(cctx, hc)
 		cancel()
-		h.mu.Lock()
-		h.state, h.err, h.checkedAt = string(state), "", time.Now()
-		if err != nil {
-			h.err = err.Error()
-		}
-		h.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -94,26 +133,47 @@ func (h *healthSampler) get() (string, string, time.Time) {
 	return h.state, h.err, h.checkedAt
 }
 
-// statusExtra builds the wiring's status from memory.
-func statusExtra(iss signer.Issuer, health *healthSampler, src *sources, rec auditRecorder) func(context.Context) any {
-	return func(context.Context) any {
+// statusExtra builds the wiring's status. For OpenBao it asks the server
+// now (sys/health, and lookup-self for the token, in parallel and within
+// ctx's deadline): status reports facts, not the last success.
+func statusExtra(iss signer.Issuer, obs *observedIssuer, health *healthSampler, src *sources, rec auditRecorder) func(context.Context) any {
+	return func(ctx context.Context) any {
 		w := wiringStatus{Issuer: issuerStatus{Kind: iss.Kind(), Address: iss.Address(), Health: "local"}}
 		if ob, ok := iss.(*signer.OpenBao); ok {
-			w.Issuer.Health, w.Issuer.HealthError, w.Issuer.CheckedAt = health.get()
+			// Health (every node, sampled now) and the token, in parallel.
+			var ti signer.TokenInfo
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); health.check(ctx, ob) }()
+			go func() { defer wg.Done(); ti = ob.CheckToken(ctx) }()
+			wg.Wait()
+			w.Issuer.Address = ob.Address()
+			// The issuer knows each node's state and which one it uses.
+			w.Issuer.Health, w.Issuer.HealthError, w.Issuer.CheckedAt = ob.HealthSummary()
+			for _, n := range ob.Nodes() {
+				w.Issuer.Nodes = append(w.Issuer.Nodes, nodeStatus{Address: n.Address, State: string(n.State), Up: n.Up, InUse: n.InUse,
+					CheckedAt: n.CheckedAt, LastError: n.LastError, LastErrorAt: n.LastErrorAt})
+			}
 			if w.Issuer.Health == "" {
 				w.Issuer.Health = "unknown"
 			}
-			ti := ob.TokenInfo()
-			w.Issuer.TokenSource, w.Issuer.TokenTTLSec, w.Issuer.Renewable = ti.Source, int64(ti.TTL.Seconds()), ti.Renewable
+			w.Issuer.Token = &tokenStatus{
+				State: string(ti.State), Source: ti.Source, TTLSec: int64(ti.TTL.Seconds()), ExpiresAt: ti.ExpiresAt,
+				Renewable: ti.Renewable, MaxTTLReached: ti.MaxTTLReached, Relogin: ti.Relogin, Policies: ti.Policies,
+				CheckedAt: ti.CheckedAt, RenewError: ti.RenewError, Problem: ti.Problem,
+			}
+		}
+		if obs != nil {
+			w.Issuer.Issuance = obs.status()
 		}
 		if src.catStore != nil {
 			w.Catalog = fileStatusOf(src.catStore.Path(), src.catStore.Hash(), src.catStore.LoadedAt(), src.catStore.LastError())
 		}
-		if src.polStore != nil {
+		if src.polStore != nil && (src.polStore.Hash() != "" || src.polStore.LastError() != nil) { // Hash "": the default path, no file yet
 			w.Policy = fileStatusOf(src.polStore.Path(), src.polStore.Hash(), src.polStore.LoadedAt(), src.polStore.LastError())
 		}
 		a := rec.log.Status()
-		w.Audit = auditStatus{Path: a.Path, Size: a.Size, Seq: a.Seq, Head: a.Head, Unavailable: a.Unavailable, LastError: a.LastError}
+		w.Audit = auditStatus{Path: a.Path, Size: a.Size, Seq: a.Seq, Head: a.Head, Unavailable: a.Unavailable, LastError: a.LastError, RotationRefused: a.RotationRefused}
 		return w
 	}
 }
@@ -160,17 +220,15 @@ const (
 	statusDown     = 2
 )
 
-// tokenWarning is how close to expiry a token makes the agent degraded.
-const tokenWarning = 10 * time.Minute
-
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show the running agent's state (exit 0 healthy, 1 degraded, 2 not running)",
-		UsageText: "warden-agent status [--json | --quiet]\n\nExamples:\n" +
+		UsageText: "warden-agent status [--json | --prometheus | --quiet]\n\n" +
+			"--json and --prometheus print even when the agent is down (\"running\": false, warden_up 0).\n\nExamples:\n" +
 			"   warden-agent status\n" +
 			"   warden-agent status --quiet || alert   # health check\n" +
-			"   warden-agent status --prometheus > /var/lib/node_exporter/textfile/warden.prom",
+			"   f=/var/lib/node_exporter/textfile/warden.prom; warden-agent status --prometheus > \"$f.$$\"; mv \"$f.$$\" \"$f\"",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the state as one JSON object"},
 			&cli.BoolFlag{Name: "prometheus", Usage: "print counters and gauges in Prometheus text format (node_exporter textfile collector)"},
@@ -183,15 +241,24 @@ func statusCommand() *cli.Command {
 			}
 			var st statusReply
 			err = agentproxy.CallExtension(socket, agentproxy.ExtStatus, struct{}{}, &st, 5*time.Second)
-			if errors.Is(err, agentproxy.ErrNoAgent) {
-				msg := fmt.Sprintf("warden-agent is not running on %s; start it with `warden-agent run` (or `systemctl --user start warden-agent`)", socket)
-				if c.Bool("quiet") {
+			if err != nil {
+				msg := err.Error()
+				if errors.Is(err, agentproxy.ErrNoAgent) {
+					msg = fmt.Sprintf("warden-agent is not running on %s; start it with `warden-agent run` (or `systemctl --user start warden-agent`)", socket)
+				}
+				// Monitoring reads these: a down agent must still
+				// produce an answer, never an empty or stale file.
+				switch {
+				case c.Bool("quiet"):
 					msg = ""
+				case c.Bool("prometheus"):
+					writeDownPrometheus(c.App.Writer)
+				case c.Bool("json"):
+					if err := writeJSON(c.App.Writer, map[string]any{"running": false, "healthy": false, "socket": socket, "problems": []string{msg}}); err != nil {
+						return err
+					}
 				}
 				return cli.Exit(msg, statusDown)
-			}
-			if err != nil {
-				return cli.Exit(err.Error(), statusDown)
 			}
 			problems := st.problems()
 			switch {
@@ -199,13 +266,15 @@ func statusCommand() *cli.Command {
 			case c.Bool("prometheus"):
 				st.writePrometheus(c.App.Writer, problems)
 			case c.Bool("json"):
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(struct {
+				if problems == nil {
+					problems = []string{}
+				}
+				if err := writeJSON(c.App.Writer, struct {
+					Running bool `json:"running"`
 					statusReply
 					Healthy  bool     `json:"healthy"`
 					Problems []string `json:"problems"`
-				}{st, len(problems) == 0, problems}); err != nil {
+				}{true, st, len(problems) == 0, problems}); err != nil {
 					return err
 				}
 			default:
@@ -219,7 +288,13 @@ func statusCommand() *cli.Command {
 	}
 }
 
-// problems lists what makes the agent degraded.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// problems lists what makes the agent degraded, each with its fix.
 func (st *statusReply) problems() []string {
 	var p []string
 	if st.Upstream.Path != "" && !st.Upstream.Reachable {
@@ -227,13 +302,21 @@ func (st *statusReply) problems() []string {
 	}
 	is := st.Extra.Issuer
 	if !is.healthy() {
-		p = append(p, fmt.Sprintf("issuer %s is %s %s", is.Address, is.Health, is.HealthError))
+		p = append(p, strings.TrimSpace(fmt.Sprintf("issuer %s is %s %s", is.Address, is.Health, is.HealthError)))
 	}
-	if is.TokenSource != "" && is.TokenTTLSec > 0 && time.Duration(is.TokenTTLSec)*time.Second < tokenWarning {
-		p = append(p, fmt.Sprintf("OpenBao token (%s) expires in %s", is.TokenSource, time.Duration(is.TokenTTLSec)*time.Second))
+	if tk := is.Token; tk != nil && tk.Problem != "" && is.healthy() {
+		// While the server is down the token cannot be checked; the
+		// issuer's problem says all there is to say.
+		p = append(p, "OpenBao token: "+tk.Problem)
+	}
+	if n := is.Issuance; n.FailuresInARow >= failingAfter {
+		p = append(p, fmt.Sprintf("the last %d issuances failed (%s); the last error: %s", n.FailuresInARow, n.LastReason, n.LastError))
 	}
 	if st.Extra.Audit.Unavailable {
 		p = append(p, "audit log failing: "+st.Extra.Audit.LastError)
+	}
+	if r := st.Extra.Audit.RotationRefused; r != "" {
+		p = append(p, "audit log rotation refused: "+r)
 	}
 	for _, nf := range st.Extra.files() {
 		name, f := nf.name, nf.fileStatus
@@ -260,11 +343,34 @@ func (st *statusReply) print(w io.Writer, problems []string) {
 		fmt.Fprintf(w, "upstream  %s  UNREACHABLE: %s\n", st.Upstream.Path, st.Upstream.Error)
 	}
 	is := st.Extra.Issuer
-	fmt.Fprintf(w, "issuer    %s %s  %s", is.Kind, is.Address, is.Health)
-	if is.TokenSource != "" {
-		fmt.Fprintf(w, "  token from %s, %s left, renewable %v", is.TokenSource, time.Duration(is.TokenTTLSec)*time.Second, is.Renewable)
+	fmt.Fprintf(w, "issuer    %s %s  %s\n", is.Kind, is.Address, is.Health)
+	if tk := is.Token; tk != nil {
+		fmt.Fprintf(w, "token     %s", tk.State)
+		if tk.Source != "" {
+			fmt.Fprintf(w, "  from %s", tk.Source)
+		}
+		if tk.State == string(signer.TokenValid) {
+			left := "does not expire"
+			if !tk.ExpiresAt.IsZero() {
+				left = (time.Duration(tk.TTLSec) * time.Second).String() + " left"
+			}
+			fmt.Fprintf(w, ", %s, renewable %v", left, tk.Renewable)
+			if tk.MaxTTLReached {
+				fmt.Fprint(w, " (max TTL reached)")
+			}
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
+	if len(is.Nodes) > 1 {
+		for _, n := range is.Nodes {
+			fmt.Fprintf(w, "  node    %s  %s%s", n.Address, n.State, map[bool]string{true: "  (in use)"}[n.InUse])
+			if n.LastError != "" {
+				fmt.Fprintf(w, "  last failure %s: %s", n.LastErrorAt.Local().Format(time.DateTime), n.LastError)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	for _, nf := range st.Extra.files() {
 		name, f := nf.name, nf.fileStatus
 		if f.Path == "" {

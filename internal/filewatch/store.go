@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -55,6 +56,11 @@ type StoreOptions[T any] struct {
 	Debounce time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Missing, if set, makes the file optional: while it has never
+	// existed the value in force is Missing() (with an empty Hash), and
+	// once it appears it is loaded like any change. A file that existed
+	// and is removed still keeps its last good version in force.
+	Missing func() T
 }
 
 // version is one loaded file.
@@ -98,14 +104,18 @@ func NewStore[T any](ctx context.Context, opts StoreOptions[T]) (*Store[T], erro
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	data, hash, err := s.read()
-	if err != nil {
+	switch {
+	case err != nil && opts.Missing != nil && errors.Is(err, fs.ErrNotExist):
+		s.cur.Store(&version[T]{value: opts.Missing(), loadedAt: opts.Now()})
+	case err != nil:
 		return nil, err
+	default:
+		v, err := opts.Parse(opts.Path, data)
+		if err != nil {
+			return nil, err
+		}
+		s.cur.Store(&version[T]{value: v, hash: hash, loadedAt: opts.Now()})
 	}
-	v, err := opts.Parse(opts.Path, data)
-	if err != nil {
-		return nil, err
-	}
-	s.cur.Store(&version[T]{value: v, hash: hash, loadedAt: opts.Now()})
 	s.w, err = Watch(ctx, opts.Path, Options{
 		OnChange: func() { _ = s.Reload() },
 		Debounce: opts.Debounce,
@@ -120,7 +130,8 @@ func NewStore[T any](ctx context.Context, opts StoreOptions[T]) (*Store[T], erro
 // Current returns the version in force.
 func (s *Store[T]) Current() T { return s.cur.Load().value }
 
-// Hash returns the hex SHA-256 of the version in force.
+// Hash returns the hex SHA-256 of the version in force; "" while an
+// optional file has not appeared.
 func (s *Store[T]) Hash() string { return s.cur.Load().hash }
 
 // LoadedAt returns when the version in force was loaded.
@@ -147,6 +158,11 @@ func (s *Store[T]) Reload() error {
 
 func (s *Store[T]) reloadLocked() error {
 	data, hash, err := s.read()
+	if err != nil && s.cur.Load().hash == "" && errors.Is(err, fs.ErrNotExist) {
+		// An optional file that still does not exist: nothing changed.
+		s.lastErr, s.failedHash = nil, ""
+		return nil
+	}
 	if err == nil && hash == s.cur.Load().hash {
 		// Back to the content in force (or an event that changed nothing).
 		s.lastErr, s.failedHash = nil, ""

@@ -96,6 +96,10 @@ type Options struct {
 	TLS bool
 	// AppRoleMount and JWTMount name the auth mounts; default "approle", "jwt".
 	AppRoleMount, JWTMount string
+	// Bare starts with no SSH mount, CA, role or warden-eng policy: an
+	// operator sets them up through the API as docs/openbao.md does
+	// (see admin.go).
+	Bare bool
 }
 
 // Tamper makes the server return a certificate that a careful client must
@@ -125,6 +129,7 @@ type token struct {
 	creationTTL time.Duration // 0: never expires (root)
 	issued      time.Time
 	expires     time.Time
+	maxExpires  time.Time // zero: renewals are not capped (see token.go)
 	renewable   bool
 	revoked     bool
 	path        string
@@ -183,6 +188,8 @@ type Server struct {
 	tamper      Tamper
 	counts      map[string]int
 	signHeaders []http.Header
+	signed      int // certificates minted
+	adm         *adminState
 }
 
 // NewServer starts a server and stops it with t.Cleanup.
@@ -235,7 +242,8 @@ func New(opts Options) (*Server, error) {
 		jwtRoles: map[string]*jwtRole{},
 		counts:   map[string]int{},
 	}
-	if opts.Roles == nil {
+	s.adm = newAdmin(opts.Bare)
+	if opts.Roles == nil && !opts.Bare {
 		opts.Roles = map[string]Role{"eng": EngRole()}
 	}
 	for name, r := range opts.Roles {
@@ -245,11 +253,13 @@ func New(opts Options) (*Server, error) {
 		"auth/token/lookup-self": {"read"},
 		"auth/token/renew-self":  {"update"},
 	}
-	s.policies["warden-eng"] = Policy{
-		s.mount + "/sign/eng":    {"update"},
-		s.mount + "/public_key":  {"read"},
-		"auth/token/lookup-self": {"read"},
-		"auth/token/renew-self":  {"update"},
+	if !opts.Bare {
+		s.policies["warden-eng"] = Policy{
+			s.mount + "/sign/eng":    {"update"},
+			s.mount + "/public_key":  {"read"},
+			"auth/token/lookup-self": {"read"},
+			"auth/token/renew-self":  {"update"},
+		}
 	}
 	for name, p := range opts.Policies {
 		s.policies[name] = p
@@ -432,6 +442,13 @@ func (s *Server) Requests(path string) int {
 	return s.counts[path]
 }
 
+// Signed returns how many certificates the server minted.
+func (s *Server) Signed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.signed
+}
+
 // SignHeaders returns the headers of every sign request, oldest first.
 func (s *Server) SignHeaders() []http.Header {
 	s.mu.Lock()
@@ -582,6 +599,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	switch {
+	case s.serveAdmin(w, r, path):
 	case path == s.mount+"/public_key":
 		if r.Method != http.MethodGet {
 			writeErr(w, http.StatusMethodNotAllowed, "1 error occurred:\n\t* unsupported operation\n\n")
@@ -606,7 +624,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.sign(w, r, strings.TrimPrefix(path, s.mount+"/sign/"), t)
 		})
 	default:
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+		if !s.serveTokenAPI(w, r, path) {
+			writeErr(w, http.StatusNotFound, fmt.Sprintf("no handler for route %q. route entry not found.", path))
+		}
 	}
 }
 
@@ -826,7 +846,8 @@ func (s *Server) renewSelf(w http.ResponseWriter, r *http.Request, t *token) {
 	}
 	s.mu.Lock()
 	live := s.tokens[t.id]
-	live.expires = s.now().Add(inc)
+	live.expires = capExpiry(live, s.now().Add(inc))
+	inc = live.expires.Sub(s.now())
 	cp := *live
 	s.mu.Unlock()
 	cp.creationTTL = inc
@@ -1061,6 +1082,9 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request, roleName string, t
 		writeErr(w, http.StatusInternalServerError, "error signing certificate: "+err.Error())
 		return
 	}
+	s.mu.Lock()
+	s.signed++
+	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, envelope{
 		RequestID: uuid(),
 		Data: map[string]any{

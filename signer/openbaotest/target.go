@@ -21,6 +21,9 @@ import (
 const (
 	EnvAddr  = "WARDEN_TEST_BAO_ADDR"
 	EnvToken = "WARDEN_TEST_BAO_TOKEN"
+	// EnvAddrs names the nodes of a real HA cluster, comma-separated (with
+	// EnvToken); see RealCluster.
+	EnvAddrs = "WARDEN_TEST_BAO_ADDRS"
 )
 
 // Target is what a test needs to talk to an OpenBao server, whether it is
@@ -30,6 +33,8 @@ const (
 type Target struct {
 	// Address is the server's base URL.
 	Address string
+	// Addresses are a cluster's nodes (Cluster, RealCluster); nil otherwise.
+	Addresses []string
 	// Mount is the SSH secrets engine mount (random on a real server).
 	Mount string
 	// Role is the role every test signs with ("eng").
@@ -47,6 +52,9 @@ type Target struct {
 	// Fake is the test server, nil on a real server; tests that need its
 	// knobs skip when it is nil.
 	Fake *Server
+	// Cluster is the test cluster, nil otherwise; tests that need its
+	// switches skip when it is nil.
+	Cluster *Cluster
 
 	newToken      func(t testing.TB, ttl time.Duration) string
 	revoke        func(t testing.TB, token string)
@@ -106,6 +114,32 @@ func Real(t testing.TB) *Target {
 	if addr == "" || root == "" {
 		return nil
 	}
+	return prepareReal(t, addr, root)
+}
+
+// RealCluster prepares a real OpenBao cluster whose nodes
+// WARDEN_TEST_BAO_ADDRS lists (comma-separated), as Real does through its
+// first node, and returns a Target with Addresses set. It returns nil when
+// the variables are not set.
+func RealCluster(t testing.TB) *Target {
+	t.Helper()
+	list, root := os.Getenv(EnvAddrs), os.Getenv(EnvToken)
+	if list == "" || root == "" {
+		return nil
+	}
+	var addrs []string
+	for _, a := range strings.Split(list, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	tg := prepareReal(t, addrs[0], root)
+	tg.Addresses = addrs
+	return tg
+}
+
+func prepareReal(t testing.TB, addr, root string) *Target {
+	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
 	c, err := api.NewClient(cfg)

@@ -1,0 +1,137 @@
+package agentproxy
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// The agent socket reaches further than the local user: `ssh -A` gives a
+// remote host a channel into it, and every process of the same uid can
+// connect. What a connection may do is decided here, from what is
+// verified about it, the way identity_permitted does in OpenSSH's
+// ssh-agent.c. Every handler asks; nothing that failed to verify counts as
+// local. docs/security.md has the table and the tests behind each row.
+
+// trustClass is what is verified about a connection's session binds.
+type trustClass int
+
+const (
+	// trustUnbound: no bind sent. A local program (ssh-add, a tunnel
+	// tool, warden-agent itself), or a client that never binds.
+	trustUnbound trustClass = iota
+	// trustLogin: the first bind verified and was not for forwarding;
+	// this is ssh's own connection for one login.
+	trustLogin
+	// trustForwarded: a verified forwarding bind: the connection carries
+	// a remote host's requests (ssh -A).
+	trustForwarded
+	// trustTainted: a bind failed or could not be verified. Nothing on
+	// it is trusted for warden's own certificates or extensions.
+	trustTainted
+)
+
+func (t trustClass) String() string {
+	return [...]string{"unbound", "login", "forwarded", "tainted"}[t]
+}
+
+// trust returns the connection's class.
+func (c *conn) trust() trustClass {
+	switch {
+	case c.taint != "":
+		return trustTainted
+	case len(c.binds) == 0:
+		return trustUnbound
+	case c.binds[0].Forwarding:
+		return trustForwarded
+	}
+	return trustLogin
+}
+
+// action is something a connection asks for that not every connection
+// may do.
+type action int
+
+const (
+	// actExtension: warden's own extensions (hint, status, sign-cert).
+	actExtension action = iota
+	// actAddKey: add a key or a PKCS#11 provider to the user's agent.
+	actAddKey
+	// actRemoveKey: remove keys, one or all, or a PKCS#11 provider.
+	actRemoveKey
+	// actLock, actUnlock: lock and unlock the agent.
+	actLock
+	actUnlock
+)
+
+var errNotPermitted = errors.New("not permitted on this connection")
+
+// permit returns nil when the connection may do a, or an error saying why
+// not. Listing and signing with warden certificates have their own,
+// finer checks (resolve, signWarden) that start from the same class.
+func (c *conn) permit(a action) error {
+	class := c.trust()
+	switch a {
+	case actExtension:
+		if class != trustUnbound {
+			return fmt.Errorf("%w: warden's extensions are refused on a %s connection", errNotPermitted, class)
+		}
+		if !c.s.isWardenProgram(c.peer) {
+			return fmt.Errorf("%w: warden's extensions answer only the warden-agent program (caller %s)", errNotPermitted, orUnknown(c.peer.Exe))
+		}
+	case actAddKey:
+		if class == trustForwarded || class == trustTainted {
+			return fmt.Errorf("%w: adding keys is refused on a %s connection", errNotPermitted, class)
+		}
+	case actRemoveKey, actLock, actUnlock:
+		if class != trustUnbound {
+			return fmt.Errorf("%w: refused on a %s connection", errNotPermitted, class)
+		}
+		// ssh itself never removes keys or locks the agent; a connection
+		// from the ssh client that sent no bind is a forwarded channel of
+		// a client that does not bind (OpenSSH before 8.9).
+		if c.peerIsSSHClient() {
+			return fmt.Errorf("%w: refused on a connection from the ssh client (a forwarded agent of a client without session-bind)", errNotPermitted)
+		}
+	}
+	return nil
+}
+
+// peerIsSSHClient reports whether the peer is the OpenSSH client, by the
+// executable the kernel reports (not the process's own name, which it can
+// set).
+func (c *conn) peerIsSSHClient() bool {
+	// The kernel adds " (deleted)" to the link of a file removed since it
+	// was started (an upgraded ssh).
+	exe := strings.TrimSuffix(c.peer.Exe, " (deleted)")
+	return exe != "" && filepath.Base(exe) == "ssh"
+}
+
+// isWardenProgram reports whether p runs the same executable file as this
+// agent. The comparison is by the file the kernel maps (device and inode),
+// not by name, so a renamed copy of another program does not pass; a peer
+// whose executable cannot be read does not pass either.
+func (s *Server) isWardenProgram(p Peer) bool {
+	if s.self == nil || p.Pid <= 0 {
+		return false
+	}
+	id, err := executableID(s.cfg.ProcRoot, p.Pid)
+	return err == nil && id == *s.self
+}
+
+// isSelfOrDescendant reports whether the ssh pid a hint names is the
+// peer itself or one of its ancestors: ssh runs Match exec through a
+// shell, so the hint command is ssh's child or grandchild. A process can
+// therefore speak only for its own ssh, never switch another one's route.
+func (c *conn) isSelfOrDescendant(sshPid int) bool {
+	return slices.ContainsFunc(c.peer.Chain, func(p Process) bool { return p.Pid == sshPid })
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

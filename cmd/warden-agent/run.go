@@ -44,6 +44,9 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 }
 
 func runAgent(c *cli.Context) error {
+	if err := disableTracing(); err != nil {
+		return fmt.Errorf("make the agent process not dumpable: %w", err)
+	}
 	// Catch signals before the socket exists: a SIGTERM sent as soon as the
 	// banner appears must still stop the agent cleanly.
 	sigs := make(chan os.Signal, 1)

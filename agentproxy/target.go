@@ -519,7 +519,7 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		return nil, fmt.Errorf("hint: %w", err)
 	}
 	if req.SSHPid <= 1 || req.User == "" || req.Host == "" || len(req.User) > maxHintUser || len(req.Host) > maxHintHost || req.Port < 0 || req.Port > 65535 {
-		return jsonReply(HintReply{Error: "hint needs --ssh-pid, --user and --host (run it from ssh's Match exec, see `warden-agent ssh-config`)"})
+		return jsonReply(HintReply{Error: "hint needs --user and --host and an ssh process (run it from ssh's Match exec, see `warden-agent ssh-config`)"})
 	}
 	if c.hints++; c.hints > hintsPerConn {
 		return nil, fmt.Errorf("more than %d hints on one connection", hintsPerConn)

@@ -1212,7 +1212,7 @@ func TestE2ECommands(t *testing.T) {
 
 	sock := filepath.Join(e.dir, "s", "agent.sock")
 	block := e.mustWarden("ssh-config", "--socket", sock)
-	wantExec := fmt.Sprintf(`Match final exec "%s hint --socket %s --ssh-pid $PPID --user %%r --host %%h --port %%p"`, wardenExe, sock)
+	wantExec := fmt.Sprintf(`Match final exec "%s hint --socket %s --user %%r --host %%h --port %%p"`, wardenExe, sock)
 	if !strings.Contains(block, wantExec) {
 		t.Errorf("ssh-config:\n%s\nwant the line\n%s", block, wantExec)
 	}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -17,13 +20,15 @@ func hintCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "hint",
 		Usage: "tell the agent what an ssh process is about to connect to (run by ssh's Match exec)",
-		UsageText: "warden-agent hint --ssh-pid PID --user USER --host HOST [--port PORT]\n\n" +
+		UsageText: "warden-agent hint [--ssh-pid PID] --user USER --host HOST [--port PORT]\n\n" +
 			"ssh runs it from the block `warden-agent ssh-config` prints:\n" +
-			"   Match final exec \"warden-agent hint --ssh-pid $PPID --user %r --host %h --port %p\"\n\n" +
+			"   Match final exec \"warden-agent hint --user %r --host %h --port %p\"\n\n" +
+			"Without --ssh-pid the ssh process is found from the hint's parents: ssh runs the line with\n" +
+			"$SHELL -c, which may run the hint itself (bash, dash, zsh) or as its child (fish).\n" +
 			"It exits 0 when the agent accepted the target, so ssh uses warden's socket; when the agent\n" +
 			"is down or refuses the target it exits 1 with the reason on stderr, and ssh keeps your usual agent.",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "ssh-pid", Usage: "`PID` of the ssh process ($PPID in Match exec)", Required: true},
+			&cli.IntFlag{Name: "ssh-pid", Usage: "`PID` of the ssh process (default: found from the parent processes)"},
 			&cli.StringFlag{Name: "user", Usage: "remote `USER` (%r)", Required: true},
 			&cli.StringFlag{Name: "host", Usage: "target `HOST` (%h)", Required: true},
 			&cli.IntFlag{Name: "port", Usage: "target `PORT` (%p)", Value: 22},
@@ -34,9 +39,13 @@ func hintCommand() *cli.Command {
 			if socket == "" {
 				socket = defaultSocketPath()
 			}
+			sshPid := c.Int("ssh-pid")
+			if sshPid == 0 {
+				sshPid = matchExecSSHPid("/proc", os.Getppid())
+			}
 			var reply agentproxy.HintReply
 			err := agentproxy.CallExtension(socket, agentproxy.ExtHint, agentproxy.HintRequest{
-				SSHPid: c.Int("ssh-pid"), User: c.String("user"), Host: c.String("host"), Port: c.Int("port"),
+				SSHPid: sshPid, User: c.String("user"), Host: c.String("host"), Port: c.Int("port"),
 			}, &reply, c.Duration("timeout"))
 			if errors.Is(err, agentproxy.ErrNoAgent) {
 				return cli.Exit("warden-agent: not running on "+socket+"; "+fallback(socket, os.Getenv("SSH_AUTH_SOCK")), 1)
@@ -50,6 +59,63 @@ func hintCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// matchExecSSHPid finds the ssh process a hint runs for, from the hint's
+// parent pid. ssh runs a Match exec line as `$SHELL -c LINE` (readconf.c
+// execute_in_shell). bash, dash and zsh exec a single command in place,
+// so ssh is the hint's parent; fish forks it, so the parent is that shell
+// and ssh is its parent. fish also has no $PPID, which is why the block
+// does not pass one.
+func matchExecSSHPid(procRoot string, parent int) int {
+	if procName(procRoot, parent) == "ssh" {
+		return parent
+	}
+	argv := procCmdline(procRoot, parent)
+	if len(argv) == 3 && argv[1] == "-c" {
+		if gp := procParent(procRoot, parent); gp > 1 {
+			return gp
+		}
+	}
+	return parent
+}
+
+// procStat returns the command name and the fields after it of
+// /proc/PID/stat; the name is in parentheses and may hold anything, so the
+// fields start after the last ')'.
+func procStat(procRoot string, pid int) (name string, fields []string) {
+	data, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return "", nil
+	}
+	open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
+	if open < 0 || end < open {
+		return "", nil
+	}
+	return string(data[open+1 : end]), strings.Fields(string(data[end+1:]))
+}
+
+func procName(procRoot string, pid int) string {
+	name, _ := procStat(procRoot, pid)
+	return name
+}
+
+// procParent is field 4 of /proc/PID/stat, or 0.
+func procParent(procRoot string, pid int) int {
+	_, f := procStat(procRoot, pid)
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+func procCmdline(procRoot string, pid int) []string {
+	data, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
+	if err != nil || len(data) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
 }
 
 // fallback says truthfully what ssh does when warden is down: ssh runs

@@ -26,13 +26,15 @@ func sshConfigCommand() *cli.Command {
 }
 
 // sshConfigBlock is the Match block for ~/.ssh/config. "final" makes ssh
-// evaluate it after host name canonicalisation, so %h is the real host;
-// $PPID in Match exec's shell is the ssh process, whose later agent
-// connection the agent recognises by its peer pid.
+// evaluate it after host name canonicalisation, so %h is the real host.
+// The line names no shell variable: ssh runs it with the user's $SHELL,
+// which may be fish (no $PPID) as well as a POSIX shell; the hint finds
+// the ssh process, whose later agent connection the agent recognises by
+// its peer pid, from its own parents (matchExecSSHPid).
 func sshConfigBlock(exe, socket string) string {
 	return fmt.Sprintf(`# warden-agent: just-in-time certificates for the hosts in the catalog.
 # When warden-agent is not running, the hint fails and ssh uses your usual agent.
-Match final exec "%s hint --socket %s --ssh-pid $PPID --user %%r --host %%h --port %%p"
+Match final exec "%s hint --socket %s --user %%r --host %%h --port %%p"
     IdentityAgent %s
 `, exe, socket, socket)
 }

@@ -18,19 +18,8 @@ import (
 // sealed status is degraded, and healthy again once one is unsealed.
 func TestE2EStatusOpenBaoNodes(t *testing.T) {
 	user := loginUser(t)
-	role := openbaotest.EngRole()
-	role.AllowedUsers = []string{user}
-	c := openbaotest.NewCluster(t, 3, openbaotest.Options{Roles: map[string]openbaotest.Role{"eng": role}})
-	tok := c.CreateToken([]string{"default", "warden-eng"}, 0, false)
-	e := newTestEnv(t)
-	cfgPath := filepath.Join(e.dir, "agent.yaml")
-	cfg := "signer:\n  kind: openbao\n" +
-		"routes:\n  - name: lab\n    hosts: [127.0.0.1]\n    mount: ssh\n    role: eng\n    principals: [" + user + "]\n" +
-		"  - name: lab2\n    hosts: [localhost]\n    mount: ssh\n    role: eng\n    principals: [" + user + "]\n"
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	startAgent(t, e, []string{"BAO_TOKEN=" + tok, "BAO_ADDRS=" + strings.Join(c.URLs(), ",")}, "--config", cfgPath, "--upstream", "none")
+	l := newHALab(t, user, "", "lab:127.0.0.1", "lab2:localhost")
+	c, e, cfgPath, tok := l.c, l.e, l.cfgPath, l.tok
 
 	c.Seal(0) // node 1 becomes active
 	if r := e.warden("sign", "--config", cfgPath, "--principal", user, "--host", "127.0.0.1"); r.code != 0 {
@@ -110,18 +99,8 @@ func TestE2EOpenBaoHALogins(t *testing.T) {
 	needPrograms(t, "ssh", "ssh-keygen", "ssh-add")
 	sshdPath(t)
 	user := loginUser(t)
-	role := openbaotest.EngRole()
-	role.AllowedUsers = []string{user}
-	c := openbaotest.NewCluster(t, 3, openbaotest.Options{Roles: map[string]openbaotest.Role{"eng": role}})
-	tok := c.CreateToken([]string{"default", "warden-eng"}, 0, false)
-	e := newTestEnv(t)
-	cfgPath := filepath.Join(e.dir, "agent.yaml")
-	cfg := "signer:\n  kind: openbao\n  openbao:\n    timeout: 2s\n" +
-		"routes:\n  - name: lab\n    hosts: [127.0.0.1]\n    mount: ssh\n    role: eng\n    principals: [" + user + "]\n"
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a := startAgent(t, e, []string{"BAO_TOKEN=" + tok, "BAO_ADDRS=" + strings.Join(c.URLs(), ",")}, "--config", cfgPath, "--upstream", "none")
+	l := newHALab(t, user, "  openbao:\n    timeout: 2s\n", "lab:127.0.0.1")
+	c, e, a, tok := l.c, l.e, l.a, l.tok
 	s := startSSHD(t, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(c.CAPublicKey()))))
 	sshCfg := e.sshConfig(s, a.socket)
 	// ssh-add -D drops warden's cached certificates: the next login needs
@@ -157,4 +136,33 @@ func TestE2EOpenBaoHALogins(t *testing.T) {
 	if strings.Contains(a.stderr.String(), tok) {
 		t.Error("the token appears in the agent's log")
 	}
+}
+
+// haLab is an agent on a three-node test cluster listed in BAO_ADDRS, with
+// one route per "name:host" for user on role eng.
+type haLab struct {
+	c       *openbaotest.Cluster
+	e       *testEnv
+	a       *agentProc
+	cfgPath string
+	tok     string
+}
+
+func newHALab(t *testing.T, user, signerExtra string, routes ...string) *haLab {
+	t.Helper()
+	role := openbaotest.EngRole()
+	role.AllowedUsers = []string{user}
+	l := &haLab{c: openbaotest.NewCluster(t, 3, openbaotest.Options{Roles: map[string]openbaotest.Role{"eng": role}}), e: newTestEnv(t)}
+	l.tok = l.c.CreateToken([]string{"default", "warden-eng"}, 0, false)
+	cfg := "signer:\n  kind: openbao\n" + signerExtra + "routes:\n"
+	for _, r := range routes {
+		name, host, _ := strings.Cut(r, ":")
+		cfg += "  - name: " + name + "\n    hosts: [" + host + "]\n    mount: ssh\n    role: eng\n    principals: [" + user + "]\n"
+	}
+	l.cfgPath = filepath.Join(l.e.dir, "agent.yaml")
+	if err := os.WriteFile(l.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.a = startAgent(t, l.e, []string{"BAO_TOKEN=" + l.tok, "BAO_ADDRS=" + strings.Join(l.c.URLs(), ",")}, "--config", l.cfgPath, "--upstream", "none")
+	return l
 }

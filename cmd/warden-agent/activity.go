@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -38,10 +39,12 @@ func activityCommand() *cli.Command {
 		Action: activityList,
 		Subcommands: []*cli.Command{
 			{
-				Name:      "verify",
-				Usage:     "check that no record was edited, deleted, inserted or reordered",
-				UsageText: "warden-agent activity verify\n\nExample:\n   warden-agent activity verify   # ok: 1234 records, head 5f0c…",
-				Action:    activityVerify,
+				Name:  "verify",
+				Usage: "check that no record was edited, deleted, inserted or reordered",
+				UsageText: "warden-agent activity verify [--json]\n\nExamples:\n   warden-agent activity verify   # ok: 1234 records, head 5f0c…\n" +
+					"   warden-agent activity verify --json   # {\"ok\":true,\"records\":1234,…}; exit 1 when broken",
+				Flags:  []cli.Flag{jsonFlag},
+				Action: activityVerify,
 			},
 			{
 				Name:      "show",
@@ -120,6 +123,9 @@ func activityVerify(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("json") {
+		return writeVerifyJSON(c, res)
+	}
 	if !res.OK() {
 		return cli.Exit(fmt.Sprintf("broken at seq %d: %s\n  (%s, line %d; the records before it verify)", res.BrokenSeq, res.Reason, res.File, res.Line), 1)
 	}
@@ -147,4 +153,32 @@ func activityShow(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("no records for serial %s in %d audit file(s) at %s", c.Args().First(), len(files), path), 1)
 	}
 	return writeRecords(c, recs)
+}
+
+// verifyJSON is `activity verify --json`: the result for a script, with the
+// same exit codes as the text form (0 ok, 1 broken).
+type verifyJSON struct {
+	OK        bool     `json:"ok"`
+	Records   int      `json:"records"`
+	FirstSeq  uint64   `json:"first_seq"`
+	LastSeq   uint64   `json:"last_seq"`
+	Head      string   `json:"head"`
+	Files     []string `json:"files"`
+	BrokenSeq uint64   `json:"broken_seq,omitempty"`
+	Reason    string   `json:"reason,omitempty"`
+	File      string   `json:"file,omitempty"`
+	Line      int      `json:"line,omitempty"`
+}
+
+func writeVerifyJSON(c *cli.Context, res audit.VerifyResult) error {
+	out := verifyJSON{OK: res.OK(), Records: res.Records, FirstSeq: res.FirstSeq, LastSeq: res.LastSeq, Head: res.Head,
+		Files: res.Files, BrokenSeq: res.BrokenSeq, Reason: res.Reason, File: res.File, Line: res.Line}
+	enc := json.NewEncoder(c.App.Writer)
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	if !out.OK {
+		return cli.Exit("", 1)
+	}
+	return nil
 }

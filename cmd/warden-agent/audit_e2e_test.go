@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -54,6 +55,16 @@ func TestE2EAuditRecordsOneLogin(t *testing.T) {
 	if out := e.mustWarden("activity", "verify"); !strings.HasPrefix(out, "ok: ") {
 		t.Fatalf("verify of an untouched log: %q", out)
 	}
+	var vj struct {
+		OK      bool   `json:"ok"`
+		Records int    `json:"records"`
+		Head    string `json:"head"`
+		Reason  string `json:"reason"`
+		Broken  uint64 `json:"broken_seq"`
+	}
+	if err := json.Unmarshal([]byte(e.mustWarden("activity", "verify", "--json")), &vj); err != nil || !vj.OK || vj.Records == 0 || vj.Head == "" {
+		t.Fatalf("verify --json of an untouched log: %+v %v", vj, err)
+	}
 
 	// Edit one byte of the cert.issued record: verify names its seq, exit 1.
 	data, err := os.ReadFile(e.auditPath())
@@ -68,6 +79,17 @@ func TestE2EAuditRecordsOneLogin(t *testing.T) {
 	r := e.warden("activity", "verify")
 	if r.code != 1 || !strings.Contains(r.stdout+r.stderr, "seq "+jsonNumber(issued[0]["seq"])) {
 		t.Fatalf("verify after an edit: %s", r)
+	}
+	r = e.warden("activity", "verify", "--json")
+	vj = struct {
+		OK      bool   `json:"ok"`
+		Records int    `json:"records"`
+		Head    string `json:"head"`
+		Reason  string `json:"reason"`
+		Broken  uint64 `json:"broken_seq"`
+	}{}
+	if err := json.Unmarshal([]byte(r.stdout), &vj); r.code != 1 || err != nil || vj.OK || jsonNumber(float64(vj.Broken)) != jsonNumber(issued[0]["seq"]) || vj.Reason == "" {
+		t.Fatalf("verify --json after an edit: %+v (%v): %s", vj, err, r)
 	}
 }
 

@@ -90,11 +90,11 @@ func TestE2EStatusOpenBaoNodes(t *testing.T) {
 // a new certificate, against a three-node cluster listed in BAO_ADDRS
 // (issue 15): with the first listed node sealed; across an election where
 // the leader was killed and the standbys, with standby reads off, redirect
-// to the dead leader. Every login succeeds, and each issuance mints
-// exactly one certificate in the cluster. (A hung node is covered at the
-// issuer level by signer's TestOpenBaoHAHungNode; through the agent, the
-// logins after the first refused one did not recover in 20 s here — see
-// the session note.)
+// to the dead leader; and with the node in use hung, where the first
+// login may fail (its request may have been processed, so it is not sent
+// again) and the next ones, after the back-off, go to a usable node; and
+// across a second with no leader (the login waits, bounded by its list
+// deadline). Each issuance mints exactly one certificate in the cluster.
 func TestE2EOpenBaoHALogins(t *testing.T) {
 	needPrograms(t, "ssh", "ssh-keygen", "ssh-add")
 	sshdPath(t)
@@ -133,6 +133,58 @@ func TestE2EOpenBaoHALogins(t *testing.T) {
 		}
 	})
 
+	t.Run("node in use hung", func(t *testing.T) {
+		// Back to three nodes, standby reads on (the default): a hung
+		// leader still leaves two nodes that can sign.
+		c.Unseal(0)
+		c.Revive(t, 1)
+		c.SetStandbyReads(true)
+		fresh()
+		hung := c.Active()
+		c.Hang(hung)
+		defer c.Unhang(hung)
+		before := c.Signed()
+		// The first issuance sent to the hung node may have been
+		// processed: it is not sent again, and that login may fail with
+		// an error naming the node.
+		r := e.sshLogin(sshCfg, nil, user, "target", "maybe")
+		if r.code != 0 {
+			if !strings.Contains(r.stderr, c.Nodes[hung].URL) {
+				t.Errorf("the failed login's error does not name the hung node %s: %s", c.Nodes[hung].URL, r)
+			}
+			// The next logins go to the usable nodes once the agent's
+			// back-off after the failure (0.5 s, doubling) has passed.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				time.Sleep(time.Second)
+				fresh()
+				if r = e.sshLogin(sshCfg, nil, user, "target", "after"); r.code == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no login succeeded in 30 s with two usable nodes left: %s", r)
+				}
+			}
+		}
+		if n := c.Signed() - before; n != 1 {
+			t.Errorf("minted %d certificates, want 1 (the hung node mints nothing)", n)
+		}
+		st := e.warden("status", "--config", l.cfgPath)
+		if !strings.Contains(st.stdout, c.Nodes[hung].URL) {
+			t.Errorf("status does not show the hung node %s:\n%s", c.Nodes[hung].URL, st.stdout)
+		}
+	})
+	t.Run("no leader for a second", func(t *testing.T) {
+		before := c.Signed()
+		fresh()
+		c.NoLeader(time.Second)
+		start := time.Now()
+		e.mustLogin(sshCfg, nil, user, "target")
+		t.Logf("login across a leaderless second: %v", time.Since(start).Round(time.Millisecond))
+		if n := c.Signed() - before; n != 1 {
+			t.Errorf("minted %d certificates for one issuance, want 1", n)
+		}
+	})
 	if strings.Contains(a.stderr.String(), tok) {
 		t.Error("the token appears in the agent's log")
 	}

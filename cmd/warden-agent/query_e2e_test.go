@@ -98,12 +98,10 @@ func parseQueryReply(b []byte) ([]string, error) {
 	return strs[1:], nil
 }
 
-// startQueryAgent is an upstream agent that answers "query" as OpenSSH
-// 10.3's ssh-agent does, with names, an empty identity list, and failure
-// to everything else.
-func startQueryAgent(t *testing.T, dir string, names ...string) string {
+// serveFakeAgent runs an agent on a new socket in dir that answers each
+// frame with reply(frame), until the test ends.
+func serveFakeAgent(t *testing.T, sock string, reply func(m []byte) []byte) {
 	t.Helper()
-	sock := filepath.Join(dir, "q.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -124,21 +122,33 @@ func startQueryAgent(t *testing.T, dir string, names ...string) string {
 					if err != nil {
 						return
 					}
-					reply := []byte{agentFailure}
-					switch {
-					case m[0] == agentRequestIdentities:
-						reply = []byte{agentIdentitiesAnswer, 0, 0, 0, 0}
-					case m[0] == agentExtension && len(m) >= 5 && string(m[5:]) == "query":
-						reply = append([]byte{agentExtensionResponse}, agentString("query")...)
-						for _, n := range names {
-							reply = append(reply, agentString(n)...)
-						}
-					}
-					c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(reply))), reply...))
+					r := reply(m)
+					c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(r))), r...))
 				}
 			}()
 		}
 	}()
+}
+
+// startQueryAgent is an upstream agent that answers "query" as OpenSSH
+// 10.3's ssh-agent does, with names, an empty identity list, and failure
+// to everything else.
+func startQueryAgent(t *testing.T, dir string, names ...string) string {
+	t.Helper()
+	sock := filepath.Join(dir, "q.sock")
+	serveFakeAgent(t, sock, func(m []byte) []byte {
+		switch {
+		case m[0] == agentRequestIdentities:
+			return []byte{agentIdentitiesAnswer, 0, 0, 0, 0}
+		case m[0] == agentExtension && len(m) >= 5 && string(m[5:]) == "query":
+			reply := append([]byte{agentExtensionResponse}, agentString("query")...)
+			for _, n := range names {
+				reply = append(reply, agentString(n)...)
+			}
+			return reply
+		}
+		return []byte{agentFailure}
+	})
 	return sock
 }
 
@@ -221,41 +231,18 @@ type recordingAgent struct {
 func startRecordingAgent(t *testing.T, dir string) *recordingAgent {
 	t.Helper()
 	ra := &recordingAgent{socket: filepath.Join(dir, "rec.sock")}
-	ln, err := net.Listen("unix", ra.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				for {
-					m, err := readAgentFrame(c)
-					if err != nil {
-						return
-					}
-					ra.mu.Lock()
-					ra.frames = append(ra.frames, m)
-					ra.mu.Unlock()
-					reply := []byte{agentFailure}
-					switch m[0] {
-					case agentRequestIdentities:
-						reply = []byte{agentIdentitiesAnswer, 0, 0, 0, 0}
-					case agentExtension:
-						reply = []byte{6} // SSH_AGENT_SUCCESS
-					}
-					c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(reply))), reply...))
-				}
-			}()
+	serveFakeAgent(t, ra.socket, func(m []byte) []byte {
+		ra.mu.Lock()
+		ra.frames = append(ra.frames, m)
+		ra.mu.Unlock()
+		switch m[0] {
+		case agentRequestIdentities:
+			return []byte{agentIdentitiesAnswer, 0, 0, 0, 0}
+		case agentExtension:
+			return []byte{6} // SSH_AGENT_SUCCESS
 		}
-	}()
+		return []byte{agentFailure}
+	})
 	return ra
 }
 

@@ -86,14 +86,8 @@ type auditCache struct {
 	fingerprints map[string]string
 }
 
-// errLocked, errNoUpstream and friends are the named errors behind
-// SSH_AGENT_FAILURE replies.
-var (
-	errLocked      = errors.New("agent is locked")
-	errNoUpstream  = errors.New("no upstream agent configured")
-	errUnsupported = errors.New("operation not supported by warden-agent")
-	errForwarded   = errors.New("refused on a forwarded agent connection")
-)
+// errNoUpstream means no upstream agent is configured (--upstream none).
+var errNoUpstream = errors.New("no upstream agent configured")
 
 func (s *Server) newConn(nc *net.UnixConn, p Peer) *conn {
 	c := &conn{s: s, nc: nc, id: s.newID(), peer: p, listed: map[string]bool{}, records: audit.NewLimiter(connRecordRate, connRecordBurst)}

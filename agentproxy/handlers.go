@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -389,7 +390,7 @@ func (c *conn) refused(msgType byte, err error) []byte {
 func (c *conn) queryReply() []byte {
 	names := []string{extQuery, extSessionBind, ExtHint, ExtStatus, ExtSignCert}
 	for _, n := range c.upstreamExtensions() {
-		if !containsString(names, n) {
+		if !slices.Contains(names, n) {
 			names = append(names, n)
 		}
 	}
@@ -398,15 +399,6 @@ func (c *conn) queryReply() []byte {
 		out = appendString(out, []byte(n))
 	}
 	return out
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // upstreamExtensions asks the upstream agent's "query" once per

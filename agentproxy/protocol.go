@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -130,5 +131,5 @@ func IsWarden(socket string, timeout time.Duration) bool {
 	}
 	// Both forms: OpenSSH's (EXTENSION_RESPONSE "query" names…) and the
 	// SUCCESS names… that warden answered before.
-	return containsString(parseQueryReply(reply), ExtHint)
+	return slices.Contains(parseQueryReply(reply), ExtHint)
 }

@@ -89,15 +89,7 @@ func (c *conn) signCert(contents []byte) ([]byte, error) {
 // export is recorded before the key leaves memory.
 func (s *Server) exportCert(ctx context.Context, t *target) ([]byte, error) {
 	fail := func(msg string) ([]byte, error) { return jsonReply(map[string]string{"error": msg}) }
-	d := s.authorize(ctx, t)
-	t.decided = &d
-	if !d.Allow {
-		err := &PolicyDeniedError{Decision: d}
-		f := t.fields()
-		d.addTo(f)
-		f["error"] = err.Error()
-		s.stats.IssueFailed.Add(1)
-		_ = s.record(ctx, evIssueFailed, f)
+	if err := s.decide(ctx, t); err != nil {
 		return fail(err.Error())
 	}
 	eph, err := signer.NewEphemeralKey()

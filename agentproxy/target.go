@@ -92,18 +92,7 @@ func (s *Server) authorize(ctx context.Context, t *target) AuthDecision {
 // certificate is used; if the record cannot be made durable the
 // certificate is discarded.
 func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
-	if t.decided == nil {
-		d := s.authorize(ctx, t)
-		t.decided = &d
-	}
-	dec := *t.decided
-	if !dec.Allow {
-		err := &PolicyDeniedError{Decision: dec}
-		f := t.fields()
-		dec.addTo(f)
-		f["error"] = err.Error()
-		s.stats.IssueFailed.Add(1)
-		_ = s.record(ctx, evIssueFailed, f)
+	if err := s.decide(ctx, t); err != nil {
 		return nil, err
 	}
 	ttl := ttlFor(t)
@@ -111,6 +100,27 @@ func (s *Server) obtain(ctx context.Context, t *target) (*signer.Entry, error) {
 	return s.cache.Get(ctx, key, func(ctx context.Context, key signer.CacheKey, eph *signer.EphemeralKey) (*signer.Issued, error) {
 		return s.issue(ctx, t, ttl, eph)
 	})
+}
+
+// decide asks the policy for t unless a decision was already made (the
+// hint's), and records a denial as cert.issue_failed with the rule's
+// reasons; the error is then a *PolicyDeniedError.
+func (s *Server) decide(ctx context.Context, t *target) error {
+	if t.decided == nil {
+		d := s.authorize(ctx, t)
+		t.decided = &d
+	}
+	dec := *t.decided
+	if dec.Allow {
+		return nil
+	}
+	err := &PolicyDeniedError{Decision: dec}
+	f := t.fields()
+	dec.addTo(f)
+	f["error"] = err.Error()
+	s.stats.IssueFailed.Add(1)
+	_ = s.record(ctx, evIssueFailed, f)
+	return err
 }
 
 // ttlFor is the route's lifetime capped by the decision and the caller.

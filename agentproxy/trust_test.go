@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -561,7 +562,7 @@ func TestQueryAnswersExtensionResponse(t *testing.T) {
 	}
 	names := parseQueryReply(reply)
 	for _, want := range []string{extQuery, extSessionBind, ExtHint, "upstream-only@example.com"} {
-		if !containsString(names, want) {
+		if !slices.Contains(names, want) {
 			t.Errorf("query names %v lack %s", names, want)
 		}
 	}

@@ -34,7 +34,9 @@ func TestE2EStatusOpenBaoNodes(t *testing.T) {
 	}
 	for _, want := range []string{
 		"issuer    openbao " + c.Nodes[1].URL + "  active",
-		"node    " + c.Nodes[0].URL + "  sealed  last failure",
+		// "last failure" follows only when a request reached the node
+		// before a health sample found it sealed: either is the truth.
+		"node    " + c.Nodes[0].URL + "  sealed",
 		"node    " + c.Nodes[1].URL + "  active  (in use)",
 	} {
 		if !strings.Contains(r.stdout, want) {

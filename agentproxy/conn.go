@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/netkingdom/ops-warden/audit"
@@ -32,6 +33,15 @@ type conn struct {
 
 	busy     atomic.Bool // a request is being processed
 	stopping atomic.Bool
+
+	// Owned by the serving goroutine (router.go): the frame buffer, from
+	// the pool while a frame is being read, with unread bytes
+	// frameBuf[rpos:rend]; and the deadlines last set, renewed lazily.
+	raw           syscall.RawConn
+	frameBuf      *[frameBufSize]byte
+	rpos, rend    int
+	readDeadline  time.Time
+	writeDeadline time.Time
 
 	binds []sessionBind
 	// taint says why a bind failed or could not be verified; once set,
@@ -90,14 +100,15 @@ type auditCache struct {
 var errNoUpstream = errors.New("no upstream agent configured")
 
 func (s *Server) newConn(nc *net.UnixConn, p Peer) *conn {
-	c := &conn{s: s, nc: nc, id: s.newID(), peer: p, listed: map[string]bool{}, records: audit.NewLimiter(connRecordRate, connRecordBurst)}
+	c := &conn{s: s, nc: nc, id: s.newID(), peer: p, records: audit.NewLimiter(connRecordRate, connRecordBurst)}
+	c.raw, _ = nc.SyscallConn()
 	// The first agent connection of an ssh process that sent a hint
 	// continues the hint's id, so the hint, its issuance, the bind and
 	// every signature of one login share a connection id in the audit
 	// log. Its later connections (forwarded agents) keep their own id and
 	// name the login's in their session.bind records.
-	if start, err := startTime(s.cfg.ProcRoot, p.Pid); err == nil {
-		if h, first := s.hints.claim(p.Pid, start, s.cfg.Now()); h != nil {
+	if p.Pid > 1 && p.start != 0 {
+		if h, first := s.hints.claim(p.Pid, p.start, s.cfg.Now()); h != nil {
 			if first {
 				c.id = h.id
 			} else {

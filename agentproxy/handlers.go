@@ -48,6 +48,9 @@ func (c *conn) handleList() []byte {
 
 	var ids []identity
 	for _, e := range c.wardenEntries(ctx) {
+		if c.listed == nil {
+			c.listed = map[string]bool{}
+		}
 		c.listed[string(e.Blob)] = true
 		ids = append(ids, identity{Blob: e.Blob, Comment: []byte("warden:" + e.Key.Route + ":" + e.Key.Principal)})
 	}

@@ -19,6 +19,10 @@ type Peer struct {
 	Exe string
 	// Chain is the process and its ancestors, nearest first.
 	Chain []Process
+	// start is the peer process's start time read at connect time (0 when
+	// unknown): with Pid it names the process that connected, so a hint
+	// is matched without reading the process table on every request.
+	start uint64
 }
 
 // Process is one link of a parent chain.
@@ -62,7 +66,7 @@ const (
 // /proc mount on Linux and is ignored elsewhere.
 func readPeer(procRoot string, pid, uid int) Peer {
 	p := Peer{Pid: pid, Uid: uid}
-	p.Chain = processChain(procRoot, pid)
+	p.Chain, p.start = walkChain(systemProcs(procRoot), pid)
 	if len(p.Chain) > 0 {
 		p.Exe = p.Chain[0].Exe
 	}
@@ -77,16 +81,24 @@ func processChain(procRoot string, pid int) []Process {
 // chainOf walks the parent pids in t from pid, nearest first; a process
 // it cannot read ends the chain.
 func chainOf(t procTable, pid int) []Process {
-	var chain []Process
+	chain, _ := walkChain(t, pid)
+	return chain
+}
+
+// walkChain is chainOf that also returns the first process's start time.
+func walkChain(t procTable, pid int) (chain []Process, start uint64) {
 	for i := 0; i < maxChain && pid > 1; i++ {
 		p, err := t.proc(pid)
 		if err != nil {
 			break
 		}
+		if i == 0 {
+			start = p.Start
+		}
 		chain = append(chain, Process{Pid: pid, Name: p.Name, Exe: p.Exe})
 		pid = p.Ppid
 	}
-	return chain
+	return chain, start
 }
 
 // startTime returns a process's start time; with the pid it identifies a

@@ -1,10 +1,10 @@
 package agentproxy
 
 import (
-	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -68,14 +68,43 @@ func (t procfs) args(pid int) ([]string, error) {
 	return nulStrings(data), nil
 }
 
-// readBounded reads at most maxProcRecord bytes of a /proc file.
+// readBounded reads at most maxProcRecord bytes of a /proc file. It uses
+// the system calls directly: os.Open would also try to register the file
+// with the network poller, which doubled the cost of the /proc reads made
+// for every connection.
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	fd, err := openRetry(path)
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxProcRecord))
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 512)
+	for len(buf) < maxProcRecord {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(cap(buf), maxProcRecord-len(buf)))
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return buf, nil
+}
+
+func openRetry(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
 }
 
 // statExecutable stats the file process pid maps as its program: the

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -22,7 +24,14 @@ const (
 	// upstreamIdle closes an upstream connection nobody used for this
 	// long; the next request dials again and replays the binds.
 	upstreamIdle = time.Minute
+
+	// frameBufSize is the buffer a frame is read into together with its
+	// length: a List, and a signature with an ed25519 or ECDSA
+	// certificate, fit. A connection holds one only while it reads.
+	frameBufSize = 2048
 )
+
+var frameBufs = sync.Pool{New: func() any { return new([frameBufSize]byte) }}
 
 // ErrMessageTooLarge closes a connection that sent an oversized message.
 type ErrMessageTooLarge struct{ Size uint32 }
@@ -37,7 +46,7 @@ var errPartialFrame = errors.New("a partial message was not completed in time")
 // malformed message gets a failure reply and the connection keeps
 // serving; an oversized one or a stalled partial frame ends it.
 func (c *conn) serve() {
-	out := make([]byte, 0, 512)
+	defer c.releaseFrameBuf()
 	for {
 		body, err := c.readFrame()
 		if err != nil {
@@ -58,70 +67,123 @@ func (c *conn) serve() {
 		} else {
 			reply = c.dispatch(body)
 		}
-		out = binary.BigEndian.AppendUint32(out[:0], uint32(len(reply)))
-		out = append(out, reply...)
-		c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.ListDeadline))
-		if _, err := c.nc.Write(out); err != nil {
+		if err := c.writeFrame(reply); err != nil {
 			return
-		}
-		if cap(out) > 64<<10 {
-			out = make([]byte, 0, 512) // do not keep a large reply's buffer
 		}
 	}
 }
 
+// writeFrame writes one reply with its length in one system call
+// (writev), without a buffer kept per connection.
+func (c *conn) writeFrame(reply []byte) error {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(reply)))
+	// A client that stops reading must not hold the goroutine forever:
+	// the deadline is renewed when less than 7/8 of it is left, not
+	// per reply (a timer update per request was measurable).
+	want := time.Now().Add(c.s.cfg.ListDeadline)
+	if c.writeDeadline.Before(want.Add(-c.s.cfg.ListDeadline / 8)) {
+		c.nc.SetWriteDeadline(want)
+		c.writeDeadline = want
+	}
+	bufs := net.Buffers{hdr[:], reply}
+	_, err := bufs.WriteTo(c.nc)
+	return err
+}
+
 // readFrame reads one message body. While it waits for a new frame it
 // closes an idle upstream connection; once a frame has begun, the rest
-// must arrive within Config.FrameTimeout.
+// must arrive within Config.FrameTimeout. A frame that fits the frame
+// buffer is read with its length in one system call.
 func (c *conn) readFrame() ([]byte, error) {
 	c.busy.Store(false)
-	var hdr [4]byte
-	n := 0
+	if c.rpos > 0 && c.frameBuf != nil { // keep what is buffered at the start
+		c.rend = copy(c.frameBuf[:], c.frameBuf[c.rpos:c.rend])
+		c.rpos = 0
+	}
 	var begun time.Time
-	for n < len(hdr) {
-		if n == 0 {
-			c.nc.SetReadDeadline(time.Now().Add(upstreamIdle))
+	if c.buffered() > 0 { // a client that sent its next request early
+		begun = time.Now()
+		c.busy.Store(true)
+	}
+	for c.buffered() < 4 {
+		if c.buffered() == 0 {
+			// Renewed when less than 7/8 of it is left, so an idle
+			// upstream closes between 1 and 1 1/8 minutes after its last
+			// use, and a busy connection sets no timer per request.
+			want := time.Now().Add(upstreamIdle)
+			if c.readDeadline.Before(want.Add(-upstreamIdle / 8)) {
+				c.nc.SetReadDeadline(want)
+				c.readDeadline = want
+			}
 		} else {
-			c.nc.SetReadDeadline(begun.Add(c.s.cfg.FrameTimeout))
+			c.setReadDeadline(begun.Add(c.s.cfg.FrameTimeout))
 		}
 		// stop() sets stopping, then a deadline in the past: checked after
 		// the deadline above was set, one of the two always wins.
-		if n == 0 && c.stopping.Load() {
+		if c.buffered() == 0 && c.stopping.Load() {
 			return nil, io.EOF
 		}
-		k, err := c.nc.Read(hdr[n:])
-		if k > 0 && n == 0 {
+		k, err := c.fill()
+		if k > 0 && begun.IsZero() {
 			begun = time.Now()
 			c.busy.Store(true)
 		}
-		n += k
 		if err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				return nil, err
 			}
-			if n > 0 {
+			if c.buffered() > 0 {
 				return nil, errPartialFrame
 			}
 			if c.stopping.Load() {
 				return nil, io.EOF
 			}
+			c.readDeadline = time.Time{} // expired: the next wait sets one
 			c.closeIdleUpstream()
 		}
 	}
-	size := binary.BigEndian.Uint32(hdr[:])
+	buf := c.frameBuf[c.rpos:c.rend]
+	size := binary.BigEndian.Uint32(buf)
 	if size > MaxMessageSize {
 		return nil, ErrMessageTooLarge{Size: size}
 	}
+	// The body is a copy: handlers may keep parts of it (binds, keys),
+	// and the frame buffer is reused.
 	body := make([]byte, size)
-	c.nc.SetReadDeadline(begun.Add(c.s.cfg.FrameTimeout))
-	if _, err := io.ReadFull(c.nc, body); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, errPartialFrame
+	n := copy(body, buf[4:])
+	c.rpos += 4 + n
+	c.releaseFrameBuf()
+	if n < len(body) {
+		c.setReadDeadline(begun.Add(c.s.cfg.FrameTimeout))
+		if _, err := io.ReadFull(c.nc, body[n:]); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, errPartialFrame
+			}
+			return nil, err
 		}
-		return nil, err
 	}
-	c.nc.SetReadDeadline(time.Time{})
 	return body, nil
+}
+
+// setReadDeadline sets the connection's read deadline and remembers it.
+func (c *conn) setReadDeadline(t time.Time) {
+	if !t.Equal(c.readDeadline) {
+		c.nc.SetReadDeadline(t)
+		c.readDeadline = t
+	}
+}
+
+// buffered is the number of bytes read but not yet taken as a frame.
+func (c *conn) buffered() int { return c.rend - c.rpos }
+
+// releaseFrameBuf gives the frame buffer back to the pool once it holds
+// nothing unread, so an idle connection holds none.
+func (c *conn) releaseFrameBuf() {
+	if c.frameBuf != nil && c.rpos == c.rend {
+		frameBufs.Put(c.frameBuf)
+		c.frameBuf, c.rpos, c.rend = nil, 0, 0
+	}
 }
 
 // dispatch answers one message.
@@ -252,4 +314,14 @@ func (c *conn) closeIdleUpstream() {
 		c.up.close()
 		c.up = nil
 	}
+}
+
+// fillPlain is fill through net.Conn.Read.
+func (c *conn) fillPlain() (int, error) {
+	if c.frameBuf == nil {
+		c.frameBuf = frameBufs.Get().(*[frameBufSize]byte)
+	}
+	n, err := c.nc.Read(c.frameBuf[c.rend:])
+	c.rend += n
+	return n, err
 }

@@ -215,8 +215,8 @@ func (c *conn) resolve() (t *target, all bool, why string, refused bool) {
 	// A forwarded connection carries another host's login: the local ssh
 	// process's hint names the first hop, not this target.
 	if !forwarded {
-		if start, err := startTime(s.cfg.ProcRoot, c.peer.Pid); err == nil {
-			if h := s.hints.get(c.peer.Pid, start, s.cfg.Now()); h != nil {
+		if c.peer.Pid > 1 && c.peer.start != 0 {
+			if h := s.hints.get(c.peer.Pid, c.peer.start, s.cfg.Now()); h != nil {
 				if h.refused != "" {
 					return nil, false, "refused at hint time: " + h.refused, false // recorded then
 				}

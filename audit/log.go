@@ -128,6 +128,7 @@ type Log struct {
 
 	// Owned by the holder of wsem (by Open before it starts the writer).
 	f         logFile
+	openInfo  os.FileInfo // f's identity, taken when it was opened
 	size      int64
 	seq       uint64
 	head      string
@@ -673,12 +674,11 @@ func (l *Log) syncPending() {
 // checks that the open file is still the one at Path.
 func (l *Log) ensureOpen() error {
 	if l.f != nil {
+		// The open file's identity never changes, so it was taken once at
+		// open: one stat of the path per batch.
 		fi, err := os.Stat(l.opts.Path)
-		if err == nil {
-			var ofi os.FileInfo
-			if ofi, err = l.f.Stat(); err == nil && os.SameFile(fi, ofi) {
-				return nil
-			}
+		if err == nil && os.SameFile(fi, l.openInfo) {
+			return nil
 		}
 		l.log.Warn("audit log file moved or removed; reopening", "err", err)
 		l.closeFile()
@@ -748,7 +748,7 @@ func (l *Log) openFile(initial bool) error {
 		return l.unavailable(err)
 	}
 	syncDir(filepath.Dir(path))
-	l.f, l.size = f, fi.Size()
+	l.f, l.size, l.openInfo = f, fi.Size(), fi
 	l.countRotated()
 	return nil
 }

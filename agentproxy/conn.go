@@ -38,6 +38,9 @@ type conn struct {
 	// the pool while a frame is being read, with unread bytes
 	// frameBuf[rpos:rend]; and the deadlines last set, renewed lazily.
 	raw           syscall.RawConn
+	readFn        func(fd uintptr) bool
+	readN         int
+	readErr       error
 	frameBuf      *[frameBufSize]byte
 	rpos, rend    int
 	readDeadline  time.Time
@@ -82,6 +85,7 @@ type conn struct {
 type auditCache struct {
 	caller    audit.Object
 	hasCaller bool
+	callerMap map[string]any
 
 	entry             *signer.Entry
 	serial, serialDec string
@@ -145,8 +149,14 @@ func (c *conn) close() {
 }
 
 // caller is the audit block that says who asked.
+//
+// The map is made once per connection (the peer does not change) and
+// shared by every record that names it: callers must not modify it.
 func (c *conn) caller() map[string]any {
-	return map[string]any{"pid": c.peer.Pid, "uid": c.peer.Uid, "exe": c.peer.Exe, "chain": c.peer.ChainString()}
+	if c.audit.callerMap == nil {
+		c.audit.callerMap = map[string]any{"pid": c.peer.Pid, "uid": c.peer.Uid, "exe": c.peer.Exe, "chain": c.peer.ChainString()}
+	}
+	return c.audit.callerMap
 }
 
 // callerObject is caller() encoded for audit.Fields, once per connection

@@ -28,55 +28,43 @@ import (
 // unreachable and warden has nothing to list, the answer is failure, so
 // ssh-add reports an error rather than "The agent has no identities".
 func (c *conn) handleList() []byte {
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.ListDeadline)
-	defer cancel()
-
-	type upResult struct {
-		ids []identity
-		err error
+	// The upstream request goes out first and its answer is read after
+	// warden's own part, so the two overlap without a goroutine.
+	start := time.Now()
+	up, upErr := c.upstreamAgent()
+	if upErr == nil {
+		upErr = up.send([]byte{msgRequestIdentities}, min(up.timeout, c.s.cfg.ListDeadline))
 	}
-	upCh := make(chan upResult, 1)
-	go func() {
-		up, err := c.upstreamAgent()
-		if err != nil {
-			upCh <- upResult{err: err}
-			return
-		}
-		ids, err := up.List()
-		upCh <- upResult{ids, err}
-	}()
-
 	var ids []identity
-	for _, e := range c.wardenEntries(ctx) {
+	for _, e := range c.wardenEntries(c.s.signContext()) {
 		if c.listed == nil {
 			c.listed = map[string]bool{}
 		}
 		c.listed[string(e.Blob)] = true
 		ids = append(ids, identity{Blob: e.Blob, Comment: []byte("warden:" + e.Key.Route + ":" + e.Key.Principal)})
 	}
-	// An answer already in is taken even when the issuance used up the
-	// deadline; select alone would pick between the two at random.
-	var r upResult
-	select {
-	case r = <-upCh:
-	default:
-		select {
-		case r = <-upCh:
-		case <-ctx.Done():
-			r.err = errors.New("the upstream agent did not answer within the list deadline")
+	var answer []byte
+	n := 0
+	if upErr == nil {
+		answer, upErr = up.recv(start.Add(min(up.timeout, c.s.cfg.ListDeadline)))
+		if upErr == nil {
+			n, upErr = up.keepList(answer)
 		}
 	}
-	if r.err != nil && !errors.Is(r.err, errNoUpstream) {
+	if upErr != nil && !errors.Is(upErr, errNoUpstream) {
 		if c.s.upstreamDown.CompareAndSwap(false, true) {
-			c.s.log.Warn("upstream agent unavailable; listing warden certificates only", "conn", c.id, "upstream", c.s.cfg.Upstream, "err", r.err)
+			c.s.log.Warn("upstream agent unavailable; listing warden certificates only", "conn", c.id, "upstream", c.s.cfg.Upstream, "err", upErr)
 		}
 		if len(ids) == 0 {
 			return replyFailure
 		}
-	} else if r.err == nil {
+	} else if upErr == nil {
 		c.s.upstreamDown.Store(false)
 	}
-	return identitiesAnswer(append(ids, r.ids...))
+	if upErr != nil {
+		return identitiesAnswer(ids)
+	}
+	return prependIdentities(ids, answer, n)
 }
 
 // handleSign signs with a warden certificate after the sign-time checks,

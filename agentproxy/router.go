@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"time"
@@ -73,11 +72,9 @@ func (c *conn) serve() {
 	}
 }
 
-// writeFrame writes one reply with its length in one system call
-// (writev), without a buffer kept per connection.
+// writeFrame writes one reply with its length in one system call,
+// without a buffer kept per connection.
 func (c *conn) writeFrame(reply []byte) error {
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(reply)))
 	// A client that stops reading must not hold the goroutine forever:
 	// the deadline is renewed when less than 7/8 of it is left, not
 	// per reply (a timer update per request was measurable).
@@ -86,8 +83,22 @@ func (c *conn) writeFrame(reply []byte) error {
 		c.nc.SetWriteDeadline(want)
 		c.writeDeadline = want
 	}
-	bufs := net.Buffers{hdr[:], reply}
-	_, err := bufs.WriteTo(c.nc)
+	return writeWithLength(c.nc, reply)
+}
+
+// writeWithLength writes a message with its length in one system call,
+// through a pooled buffer when it fits.
+func writeWithLength(w io.Writer, body []byte) error {
+	if 4+len(body) > frameBufSize {
+		out := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(body)), uint32(len(body)))
+		_, err := w.Write(append(out, body...))
+		return err
+	}
+	buf := frameBufs.Get().(*[frameBufSize]byte)
+	binary.BigEndian.PutUint32(buf[:4], uint32(len(body)))
+	n := 4 + copy(buf[4:], body)
+	_, err := w.Write(buf[:n])
+	frameBufs.Put(buf)
 	return err
 }
 

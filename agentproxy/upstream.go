@@ -41,8 +41,11 @@ type upstream struct {
 	// connection can be closed.
 	lastUsed atomic.Int64
 
-	mu       sync.Mutex        // guards comments
-	comments map[string]string // key blob → comment from the last List
+	// deadline is the last deadline set on nc (under callMu).
+	deadline time.Time
+
+	mu       sync.Mutex // guards lastList
+	lastList []byte     // the last identities answer, for key comments
 }
 
 var (
@@ -67,35 +70,73 @@ func (u *upstream) close() { u.nc.Close() }
 // connection is kept; after any other failure (EOF, reset, timeout, an
 // oversized or empty reply) it is marked broken.
 func (u *upstream) roundTrip(body []byte, timeout time.Duration) ([]byte, error) {
+	if err := u.send(body, timeout); err != nil {
+		return nil, err
+	}
+	return u.recv(time.Time{})
+}
+
+// send starts a call: it takes the connection (callMu) and writes the
+// request with its length in one system call. Every send that returns nil
+// must be followed by recv, which ends the call.
+func (u *upstream) send(body []byte, timeout time.Duration) error {
 	u.callMu.Lock()
-	defer u.callMu.Unlock()
 	if u.broken.Load() {
-		return nil, errUpstreamBroken
+		u.callMu.Unlock()
+		return errUpstreamBroken
 	}
-	u.nc.SetDeadline(time.Now().Add(timeout))
-	defer func() {
-		u.nc.SetDeadline(time.Time{})
-		u.lastUsed.Store(time.Now().UnixNano())
-	}()
-	frame := make([]byte, 4+len(body))
-	binary.BigEndian.PutUint32(frame, uint32(len(body)))
-	copy(frame[4:], body)
-	if _, err := u.nc.Write(frame); err != nil {
+	// The deadline bounds the write and the read of this call; renewed
+	// only when it moved by more than an eighth (a timer update per
+	// request was measurable), never left later than now+timeout.
+	want := time.Now().Add(timeout)
+	if u.deadline.After(want) || u.deadline.Before(want.Add(-timeout/8)) {
+		u.nc.SetDeadline(want)
+		u.deadline = want
+	}
+	if err := writeWithLength(u.nc, body); err != nil {
 		u.broken.Store(true)
-		return nil, err
+		u.endCall()
+		return err
 	}
-	var hdr [4]byte
-	if _, err := io.ReadFull(u.nc, hdr[:]); err != nil {
-		u.broken.Store(true)
-		return nil, err
+	return nil
+}
+
+// recv reads the reply to the request send wrote and ends the call. A
+// non-zero by moves the read deadline there, but never to less than
+// replyGrace from now: a reply already waiting is taken even when the
+// caller used up its own deadline meanwhile.
+func (u *upstream) recv(by time.Time) ([]byte, error) {
+	defer u.endCall()
+	if !by.IsZero() {
+		by = later(by, time.Now().Add(replyGrace))
+		u.nc.SetReadDeadline(by)
+		u.deadline = time.Time{} // the next send sets both again
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	buf := frameBufs.Get().(*[frameBufSize]byte)
+	defer frameBufs.Put(buf)
+	got := 0
+	for got < 4 {
+		k, err := u.nc.Read(buf[got:])
+		got += k
+		if err != nil && got < 4 {
+			u.broken.Store(true)
+			return nil, err
+		}
+	}
+	n := binary.BigEndian.Uint32(buf[:4])
 	if n == 0 || n > MaxMessageSize {
 		u.broken.Store(true)
 		return nil, fmt.Errorf("%w: %d-byte reply", errUpstreamReply, n)
 	}
+	if uint64(got-4) > uint64(n) {
+		// More than one reply: every later request would get the answer
+		// to the one before.
+		u.broken.Store(true)
+		return nil, fmt.Errorf("%w: more than one reply", errUpstreamReply)
+	}
 	reply := make([]byte, n)
-	if _, err := io.ReadFull(u.nc, reply); err != nil {
+	k := copy(reply, buf[4:got])
+	if _, err := io.ReadFull(u.nc, reply[k:]); err != nil {
 		u.broken.Store(true)
 		return nil, err
 	}
@@ -107,6 +148,22 @@ func (u *upstream) roundTrip(body []byte, timeout time.Duration) ([]byte, error)
 		u.broken.Store(true)
 	}
 	return reply, nil
+}
+
+// replyGrace is how long recv still waits for a reply after its caller's
+// deadline passed.
+const replyGrace = 20 * time.Millisecond
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func (u *upstream) endCall() {
+	u.lastUsed.Store(time.Now().UnixNano())
+	u.callMu.Unlock()
 }
 
 // call is roundTrip under the ordinary deadline.
@@ -136,33 +193,38 @@ func (u *upstream) drained() bool {
 
 func isFailure(t byte) bool { return t == msgFailure || t == msgExtensionFailure }
 
-// List asks for the upstream identities and remembers their comments for
-// the audit records of their use.
+// List asks for the upstream identities and remembers the answer for
+// the comments in the audit records of their use.
 func (u *upstream) List() ([]identity, error) {
 	reply, err := u.call([]byte{msgRequestIdentities})
 	if err != nil {
 		return nil, err
 	}
-	ids, err := parseIdentitiesAnswer(reply)
-	if err != nil {
-		u.broken.Store(true)
+	if _, err := u.keepList(reply); err != nil {
 		return nil, err
 	}
-	m := make(map[string]string, len(ids))
-	for _, id := range ids {
-		m[string(id.Blob)] = string(id.Comment)
+	return parseIdentitiesAnswer(reply)
+}
+
+// keepList checks an identities answer, keeps it and returns its count;
+// a malformed one breaks the connection.
+func (u *upstream) keepList(reply []byte) (int, error) {
+	n, err := checkIdentitiesAnswer(reply)
+	if err != nil {
+		u.broken.Store(true)
+		return 0, err
 	}
 	u.mu.Lock()
-	u.comments = m
+	u.lastList = reply
 	u.mu.Unlock()
-	return ids, nil
+	return n, nil
 }
 
 // comment returns the comment the upstream agent listed for a key.
 func (u *upstream) comment(blob []byte) string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.comments[string(blob)]
+	return commentOf(u.lastList, blob)
 }
 
 // statusOf turns a SUCCESS/FAILURE reply into an error.

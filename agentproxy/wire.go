@@ -1,6 +1,7 @@
 package agentproxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -84,6 +85,75 @@ func parseIdentitiesAnswer(b []byte) ([]identity, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", errMalformed, len(rest))
 	}
 	return ids, nil
+}
+
+// checkIdentitiesAnswer checks an SSH_AGENT_IDENTITIES_ANSWER as
+// parseIdentitiesAnswer does, without copying it, and returns the count.
+func checkIdentitiesAnswer(b []byte) (int, error) {
+	if len(b) < 5 || b[0] != msgIdentitiesAnswer {
+		return 0, fmt.Errorf("%w: not an identities answer", errMalformed)
+	}
+	n := binary.BigEndian.Uint32(b[1:5])
+	if n > maxIdentities || uint64(n)*8 > uint64(len(b)-5) {
+		return 0, fmt.Errorf("%w: %d identities", errMalformed, n)
+	}
+	rest := b[5:]
+	for i := uint32(0); i < n; i++ {
+		var ok bool
+		if _, rest, ok = parseString(rest); !ok {
+			return 0, fmt.Errorf("%w: identity %d", errMalformed, i)
+		}
+		if _, rest, ok = parseString(rest); !ok {
+			return 0, fmt.Errorf("%w: identity %d comment", errMalformed, i)
+		}
+	}
+	if len(rest) != 0 {
+		return 0, fmt.Errorf("%w: %d trailing bytes", errMalformed, len(rest))
+	}
+	return int(n), nil
+}
+
+// commentOf returns the comment of blob in a checked identities answer.
+func commentOf(answer, blob []byte) string {
+	if len(answer) < 5 {
+		return ""
+	}
+	rest := answer[5:]
+	for len(rest) > 0 {
+		b, r, ok := parseString(rest)
+		if !ok {
+			return ""
+		}
+		c, r, ok := parseString(r)
+		if !ok {
+			return ""
+		}
+		if bytes.Equal(b, blob) {
+			return string(c)
+		}
+		rest = r
+	}
+	return ""
+}
+
+// prependIdentities returns a checked identities answer holding n
+// identities with ids in front of them, the upstream's bytes unchanged.
+func prependIdentities(ids []identity, answer []byte, n int) []byte {
+	if len(ids) == 0 {
+		return answer
+	}
+	size := len(answer)
+	for _, id := range ids {
+		size += 8 + len(id.Blob) + len(id.Comment)
+	}
+	out := make([]byte, 0, size)
+	out = append(out, msgIdentitiesAnswer)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(ids)+n))
+	for _, id := range ids {
+		out = appendString(out, id.Blob)
+		out = appendString(out, id.Comment)
+	}
+	return append(out, answer[5:]...)
 }
 
 // identitiesAnswer encodes SSH_AGENT_IDENTITIES_ANSWER.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -270,4 +271,51 @@ func openTestLog(t *testing.T) (*Log, string) {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l, path
+}
+
+// TestAppendLaterWritesTogether: a stream of AppendLater records (one per
+// proxied signature, here one every 50 µs) is written a batch at a time,
+// not one write each, and every record is in the log, in order, in a
+// chain that verifies.
+func TestAppendLaterWritesTogether(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path, syncDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	done := make(chan error, n)
+	before := l.writes.Load()
+	for i := 0; i < n; i++ {
+		f := NewFields(0)
+		f.Int("i", int64(i))
+		if !l.AppendLater(EventUpstreamUsed, f, func(err error) { done <- err }) {
+			t.Fatal("AppendLater did not queue")
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := l.writes.Load() - before; w > n/4 {
+		t.Errorf("%d writes for %d best-effort records, want them written together", w, n)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Verify(path)
+	if err != nil || !res.OK() || res.Records < n {
+		t.Fatalf("Verify: %+v, %v", res, err)
+	}
+	recs, err := Query(path, Filter{Events: []string{EventUpstreamUsed}})
+	if err != nil || len(recs) != n {
+		t.Fatalf("%d upstream.used records (%v), want %d", len(recs), err, n)
+	}
+	for i, r := range recs {
+		if got := r.FieldString("i"); got != strconv.Itoa(i) {
+			t.Fatalf("record %d holds i=%v: out of order", i, got)
+		}
+	}
 }

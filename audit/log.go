@@ -119,8 +119,10 @@ type Log struct {
 	// or a caller on the fast path of wait) owns the fields below.
 	wsem chan struct{}
 
-	// fsyncs counts fsyncs of the log file; tests use it to show batching.
+	// fsyncs and writes count fsyncs and writes of the log file; tests
+	// use them to show batching.
 	fsyncs atomic.Int64
+	writes atomic.Int64
 	// unsynced is set while records written for AppendLater alone wait
 	// for their fsync (bestEffortSyncDelay). Atomic: the writer goroutine
 	// reads it between batches while a caller may be writing.
@@ -281,7 +283,8 @@ func (l *Log) AppendFields(ctx context.Context, event string, f *Fields) (Record
 
 // AppendLater queues a record and returns at once, for best-effort
 // records that must stay off a reply path. The writer writes it with the
-// next batch and then calls done, on the writer's goroutine, with nil
+// next batch someone waits for, or with the best-effort records that came
+// within bestEffortWriteDelay of it, and then calls done, on the writer's goroutine, with nil
 // once it is written or with the error that kept it from being written;
 // done must not block. It is fsynced with that batch when someone waits
 // for another record of it, else within bestEffortSyncDelay. AppendLater never
@@ -418,6 +421,21 @@ func (l *Log) run() {
 	// syncC fires bestEffortSyncDelay after records were written without
 	// an fsync, unless a batch that syncs comes first.
 	var syncC <-chan time.Time
+	// held are AppendLater records waiting up to bestEffortWriteDelay for
+	// company, so that a stream of them (one per proxied signature) costs
+	// one write per interval instead of one each; laterC ends the wait.
+	held := make([]*request, 0, maxBatch)
+	var laterC <-chan time.Time
+	writeHeld := func() {
+		if len(held) > 0 {
+			l.wsem <- struct{}{}
+			l.commit(held)
+			<-l.wsem
+			clear(held)
+			held = held[:0]
+		}
+		laterC = nil
+	}
 	for {
 		if !l.unsynced.Load() {
 			syncC = nil
@@ -430,7 +448,10 @@ func (l *Log) run() {
 			l.wsem <- struct{}{}
 			l.syncPending()
 			<-l.wsem
+		case <-laterC:
+			writeHeld()
 		case <-l.stop:
+			writeHeld()
 			// Wait out a caller writing on the fast path, then keep the
 			// right to write: nobody writes after Close.
 			l.wsem <- struct{}{}
@@ -445,6 +466,7 @@ func (l *Log) run() {
 				}
 			}
 		case reply := <-l.reopenReq:
+			writeHeld()
 			l.wsem <- struct{}{}
 			err := l.reopen()
 			<-l.wsem
@@ -461,6 +483,20 @@ func (l *Log) run() {
 				default:
 					break more
 				}
+			}
+			if onlyLater(batch) && len(held)+len(batch) <= maxBatch {
+				held = append(held, batch...)
+				if laterC == nil {
+					laterC = time.After(min(bestEffortWriteDelay, l.opts.syncDelay))
+				}
+				clear(batch)
+				continue
+			}
+			if len(held) > 0 { // held records go first, in the order they came
+				held = append(held, batch...)
+				clear(batch)
+				batch, held = held, batch[:0] // swap the two arrays
+				laterC = nil
 			}
 			l.wsem <- struct{}{}
 			l.commit(batch)
@@ -624,6 +660,7 @@ func (l *Log) publish(err error) {
 // page cache can no longer be trusted), the file is closed and the next
 // attempt reopens it, treating a partial line as torn.
 func (l *Log) flush(buf []byte, sync bool) error {
+	l.writes.Add(1)
 	n, err := l.f.Write(buf)
 	if err != nil {
 		if n > 0 {
@@ -648,6 +685,19 @@ func (l *Log) flush(buf []byte, sync bool) error {
 	l.size += int64(n)
 	l.unsynced.Store(false)
 	return nil
+}
+
+// bestEffortWriteDelay bounds how long AppendLater records wait for
+// others to be written with (bestEffortSyncDelay when that is shorter).
+const bestEffortWriteDelay = 10 * time.Millisecond
+
+func onlyLater(batch []*request) bool {
+	for _, r := range batch {
+		if r.later == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // bestEffortSyncDelay bounds how long records written for AppendLater

@@ -319,3 +319,41 @@ func TestAppendLaterWritesTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendLaterGoesBeforeAWaiter: a best-effort record held back for
+// company is written before, and synced with, the next record someone
+// waits for (a hint's record before the issuance it led to).
+func TestAppendLaterGoesBeforeAWaiter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path, syncDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	written := make(chan error, 1)
+	f := NewFields(0)
+	f.String("k", "first")
+	if !l.AppendLater(EventHint, f, func(err error) { written <- err }) {
+		t.Fatal("AppendLater did not queue")
+	}
+	time.Sleep(time.Millisecond) // the writer takes it and holds it
+	fsyncs := l.fsyncs.Load()
+	rec, err := l.Append(context.Background(), EventCertIssued, map[string]any{"k": "second"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("the held record was not written with the durable one")
+	}
+	if rec.Seq != 2 {
+		t.Fatalf("durable record has seq %d, want 2 (after the held one)", rec.Seq)
+	}
+	if n := l.fsyncs.Load() - fsyncs; n != 1 {
+		t.Fatalf("%d fsyncs, want the two records synced together", n)
+	}
+}

@@ -127,6 +127,10 @@ type Log struct {
 	// for their fsync (bestEffortSyncDelay). Atomic: the writer goroutine
 	// reads it between batches while a caller may be writing.
 	unsynced atomic.Bool
+	// holding is set while the writer holds AppendLater records back
+	// (bestEffortWriteDelay); a waiter then queues instead of writing
+	// alone, so those records go first and are synced with it.
+	holding atomic.Bool
 
 	// Owned by the holder of wsem (by Open before it starts the writer).
 	f         logFile
@@ -336,7 +340,9 @@ func checkFields(event string, f *Fields) error {
 func (l *Log) wait(ctx context.Context, req *request) (Record, error) {
 	select {
 	case l.wsem <- struct{}{}:
-		if len(l.reqs) == 0 {
+		// Not while the writer holds best-effort records: they are written
+		// with (and before) the next record someone waits for.
+		if len(l.reqs) == 0 && !l.holding.Load() {
 			select {
 			case <-l.stop:
 			default:
@@ -427,6 +433,7 @@ func (l *Log) run() {
 	held := make([]*request, 0, maxBatch)
 	var laterC <-chan time.Time
 	writeHeld := func() {
+		l.holding.Store(false)
 		if len(held) > 0 {
 			l.wsem <- struct{}{}
 			l.commit(held)
@@ -486,6 +493,7 @@ func (l *Log) run() {
 			}
 			if onlyLater(batch) && len(held)+len(batch) <= maxBatch {
 				held = append(held, batch...)
+				l.holding.Store(true)
 				if laterC == nil {
 					laterC = time.After(min(bestEffortWriteDelay, l.opts.syncDelay))
 				}
@@ -497,6 +505,7 @@ func (l *Log) run() {
 				clear(batch)
 				batch, held = held, batch[:0] // swap the two arrays
 				laterC = nil
+				l.holding.Store(false)
 			}
 			l.wsem <- struct{}{}
 			l.commit(batch)

@@ -555,22 +555,29 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		return jsonReply(HintReply{Error: fmt.Sprintf("ssh process %d already has a hint for %s@%s; a hint is never replaced", req.SSHPid, old.User, old.Host)})
 	}
 	k := hintKey{req.User, req.Host, req.Port}
-	if reply, ok := c.hintFromMemory(k, h); ok {
-		return jsonReply(reply)
+	// ssh -G and -O never log in: nothing is issued for them, and they
+	// neither use nor end a memo (their hint is recorded, as ever).
+	noLogin := isNoLogin(cmdline(s.cfg.ProcRoot, req.SSHPid))
+	if !noLogin {
+		if reply, ok := c.hintFromMemory(k, h); ok {
+			return jsonReply(reply)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
 	defer cancel()
 	// Best effort, as upstream.used: a hint is not a signature (each of
 	// those waits for its own durable cert.used), and an issuance below
 	// waits for its cert.issued record, which makes this one durable too.
+	answered := 0
+	if !noLogin {
+		answered = s.hints.forget(k)
+	}
 	if c.mayRecord(evHint) {
 		f := c.hintFields(h)
-		if n := s.hints.forget(k); n > 0 {
-			f.Int("answered_from_memory", int64(n))
+		if answered > 0 {
+			f.Int("answered_from_memory", int64(answered))
 		}
 		s.recordLater(evHint, f)
-	} else {
-		s.hints.forget(k)
 	}
 
 	if s.isLocked() {
@@ -596,7 +603,7 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	}
 	s.hints.put(h)
 	reply := HintReply{OK: true, Route: r.Name, Principal: p}
-	if isNoLogin(cmdline(s.cfg.ProcRoot, req.SSHPid)) {
+	if noLogin {
 		reply.Note = "ssh -G or -O does not log in: nothing issued"
 		return jsonReply(reply)
 	}

@@ -608,7 +608,7 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		return jsonReply(reply)
 	}
 	t := &target{route: r, principal: p, user: req.User, host: req.Host, source: "hint", bound: true,
-		callers: processChain(s.cfg.ProcRoot, req.SSHPid), connID: h.id, caller: c.caller()}
+		callers: c.chainFrom(req.SSHPid), connID: h.id, caller: c.caller()}
 	e, err := s.obtain(ctx, t)
 	if t.decided != nil && t.decided.Allow {
 		s.hints.update(h, func(x *hint) { x.decided = t.decided })
@@ -623,6 +623,21 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	reply.Serial = fmt.Sprintf("%x", e.Cert.Serial)
 	s.hints.remember(k, &hintMemo{id: h.id, route: r.Name, principal: p, entry: e, at: h.at})
 	return jsonReply(reply)
+}
+
+// chainFrom is pid and its ancestors, nearest first: the part of the
+// caller's chain, read when it connected, from pid up when that chain
+// is whole (not cut at maxChain), else read again.
+func (c *conn) chainFrom(pid int) []Process {
+	chain := c.peer.Chain
+	if len(chain) < maxChain {
+		for i, p := range chain {
+			if p.Pid == pid {
+				return chain[i:]
+			}
+		}
+	}
+	return processChain(c.s.cfg.ProcRoot, pid)
 }
 
 // hintFields are a hint record's fields.

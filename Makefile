@@ -10,8 +10,15 @@ PKGS     := ./...
 
 all: build
 
+# The installed binary is static (nothing needs cgo; the release builds are
+# static too) and leaves out urfave/cli's man/markdown generator, whose
+# package init (blackfriday) every run would pay, the hint that ssh runs
+# before each connection included: `make man` uses a build with it.
+BUILD_ENV  := CGO_ENABLED=0
+BUILD_TAGS := urfave_cli_no_docs
+
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warden-agent
+	$(BUILD_ENV) $(GO) build -trimpath -tags $(BUILD_TAGS) -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warden-agent
 
 ## run: build and start the agent in the foreground (local CA when no OpenBao is configured)
 run: build

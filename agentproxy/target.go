@@ -554,10 +554,30 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		// not ssh's.
 		return jsonReply(HintReply{Error: fmt.Sprintf("ssh process %d already has a hint for %s@%s; a hint is never replaced", req.SSHPid, old.User, old.Host)})
 	}
+	k := hintKey{req.User, req.Host, req.Port}
+	// ssh -G and -O never log in: nothing is issued for them, and they
+	// neither use nor end a memo (their hint is recorded, as ever).
+	noLogin := isNoLogin(cmdline(s.cfg.ProcRoot, req.SSHPid))
+	if !noLogin {
+		if reply, ok := c.hintFromMemory(k, h); ok {
+			return jsonReply(reply)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ListDeadline)
 	defer cancel()
+	// Best effort, as upstream.used: a hint is not a signature (each of
+	// those waits for its own durable cert.used), and an issuance below
+	// waits for its cert.issued record, which makes this one durable too.
+	answered := 0
+	if !noLogin {
+		answered = s.hints.forget(k)
+	}
 	if c.mayRecord(evHint) {
-		_ = s.record(ctx, evHint, map[string]any{"conn": h.id, "ssh_pid": req.SSHPid, "user": req.User, "host": req.Host, "port": req.Port, "caller": c.caller()})
+		f := c.hintFields(h)
+		if answered > 0 {
+			f.Int("answered_from_memory", int64(answered))
+		}
+		s.recordLater(evHint, f)
 	}
 
 	if s.isLocked() {
@@ -583,12 +603,12 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 	}
 	s.hints.put(h)
 	reply := HintReply{OK: true, Route: r.Name, Principal: p}
-	if isNoLogin(cmdline(s.cfg.ProcRoot, req.SSHPid)) {
+	if noLogin {
 		reply.Note = "ssh -G or -O does not log in: nothing issued"
 		return jsonReply(reply)
 	}
 	t := &target{route: r, principal: p, user: req.User, host: req.Host, source: "hint", bound: true,
-		callers: processChain(s.cfg.ProcRoot, req.SSHPid), connID: h.id, caller: c.caller()}
+		callers: c.chainFrom(req.SSHPid), connID: h.id, caller: c.caller()}
 	e, err := s.obtain(ctx, t)
 	if t.decided != nil && t.decided.Allow {
 		s.hints.update(h, func(x *hint) { x.decided = t.decided })
@@ -601,5 +621,76 @@ func (c *conn) hint(contents []byte) ([]byte, error) {
 		return jsonReply(HintReply{Route: r.Name, Principal: p, Error: err.Error()})
 	}
 	reply.Serial = fmt.Sprintf("%x", e.Cert.Serial)
+	s.hints.remember(k, &hintMemo{id: h.id, route: r.Name, principal: p, entry: e, at: h.at})
 	return jsonReply(reply)
+}
+
+// chainFrom is pid and its ancestors, nearest first: the part of the
+// caller's chain, read when it connected, from pid up when that chain
+// is whole (not cut at maxChain), else read again.
+func (c *conn) chainFrom(pid int) []Process {
+	chain := c.peer.Chain
+	if len(chain) < maxChain {
+		for i, p := range chain {
+			if p.Pid == pid {
+				return chain[i:]
+			}
+		}
+	}
+	return processChain(c.s.cfg.ProcRoot, pid)
+}
+
+// hintFields are a hint record's fields.
+func (c *conn) hintFields(h *hint) *audit.Fields {
+	f := audit.NewFields(512)
+	f.String("conn", h.id)
+	f.Int("ssh_pid", int64(h.SSHPid))
+	f.String("user", h.User)
+	f.String("host", h.Host)
+	f.Int("port", int64(h.Port))
+	f.Object("caller", c.callerObject())
+	return f
+}
+
+// hintFromMemory answers h from the full hint that accepted the same
+// target (k) less than hintRepeatWindow ago, while the agent is unlocked,
+// the catalog still gives the same route and principal and the
+// certificate that hint obtained is still the cache's current one. It
+// neither asks the policy nor issues: the hint stored for the ssh process
+// carries no decision, so the policy runs when that process connects
+// (resolve, obtain). Its record is written then too (hintStore.claim);
+// an ssh that rides a ControlMaster and never connects is only counted,
+// on the next full hint's record. The caller has checked the pid.
+func (c *conn) hintFromMemory(k hintKey, h *hint) (HintReply, bool) {
+	s := c.s
+	m := s.hints.memo(k, h.at)
+	if m == nil || s.isLocked() {
+		return HintReply{}, false
+	}
+	r := s.cfg.Catalog().RouteForHost(k.host)
+	if r == nil || r.Name != m.route {
+		return HintReply{}, false
+	}
+	if p, err := r.PrincipalFor(k.user); err != nil || p != m.principal {
+		return HintReply{}, false
+	}
+	e := s.cache.Current(signer.CacheKey{Route: m.route, Principal: m.principal})
+	if e == nil || e != m.entry {
+		return HintReply{}, false
+	}
+	if c.mayRecord(evHint) {
+		f := c.hintFields(h)
+		f.String("answered_by", m.id)
+		h.unrecorded = func() { s.recordLater(evHint, f) }
+	}
+	if !s.hints.answer(k, m.id, h) {
+		return HintReply{}, false
+	}
+	return HintReply{OK: true, Route: m.route, Principal: m.principal, Serial: c.hintSerial(e)}, true
+}
+
+// hintSerial is e's serial in hex, as HintReply carries it.
+func (c *conn) hintSerial(e *signer.Entry) string {
+	hex, _ := c.serials(e)
+	return hex
 }

@@ -66,24 +66,3 @@ func completionCommand() *cli.Command {
 		},
 	}
 }
-
-// manCommand prints the man page generated from the CLI definition;
-// `make man` writes it to docs/warden-agent.1 and a test keeps the two
-// in step.
-func manCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "man",
-		Usage:  "print the man page (roff)",
-		Hidden: true,
-		Action: func(c *cli.Context) error {
-			s, err := manPage(c.App)
-			if err != nil {
-				return err
-			}
-			fmt.Fprint(c.App.Writer, s)
-			return nil
-		},
-	}
-}
-
-func manPage(app *cli.App) (string, error) { return app.ToManWithSection(1) }

@@ -34,31 +34,145 @@ func hintCommand() *cli.Command {
 			&cli.IntFlag{Name: "port", Usage: "target `PORT` (%p)", Value: 22},
 			&cli.DurationFlag{Name: "timeout", Usage: "how long to wait for the agent", Value: 15 * time.Second},
 		},
-		Action: func(c *cli.Context) error {
-			socket := globalString(c, "socket")
-			if socket == "" {
-				socket = defaultSocketPath()
-			}
-			sshPid := c.Int("ssh-pid")
-			if sshPid == 0 {
-				sshPid = matchExecSSHPid("/proc", os.Getppid())
-			}
-			var reply agentproxy.HintReply
-			err := agentproxy.CallExtension(socket, agentproxy.ExtHint, agentproxy.HintRequest{
-				SSHPid: sshPid, User: c.String("user"), Host: c.String("host"), Port: c.Int("port"),
-			}, &reply, c.Duration("timeout"))
-			if errors.Is(err, agentproxy.ErrNoAgent) {
-				return cli.Exit("warden-agent: not running on "+socket+"; "+fallback(socket, os.Getenv("SSH_AUTH_SOCK")), 1)
-			}
-			if err != nil {
-				return cli.Exit("warden-agent: "+err.Error(), 1)
-			}
-			if !reply.OK {
-				return cli.Exit(fmt.Sprintf("warden-agent: no certificate for %s@%s: %s", c.String("user"), c.String("host"), reply.Error), 1)
-			}
-			return nil
-		},
+		Action: func(c *cli.Context) error { return runHint(hintArgsOf(c)) },
 	}
+}
+
+func hintArgsOf(c *cli.Context) hintArgs {
+	return hintArgs{
+		socket: globalString(c, "socket"), sshPid: c.Int("ssh-pid"),
+		user: c.String("user"), host: c.String("host"), port: c.Int("port"), timeout: c.Duration("timeout"),
+	}
+}
+
+// hintArgs are the hint command's flags; socket is --socket (or
+// $WARDEN_SOCKET), empty for the default.
+type hintArgs struct {
+	socket, user, host string
+	sshPid, port       int
+	timeout            time.Duration
+}
+
+// runHint is the hint command, for the urfave/cli command and for the
+// fast path (parseHintArgs) alike.
+func runHint(a hintArgs) error {
+	socket := a.socket
+	if socket == "" {
+		socket = defaultSocketPath()
+	}
+	sshPid := a.sshPid
+	if sshPid == 0 {
+		sshPid = matchExecSSHPid("/proc", os.Getppid())
+	}
+	var reply agentproxy.HintReply
+	err := agentproxy.CallExtension(socket, agentproxy.ExtHint, agentproxy.HintRequest{
+		SSHPid: sshPid, User: a.user, Host: a.host, Port: a.port,
+	}, &reply, a.timeout)
+	if errors.Is(err, agentproxy.ErrNoAgent) {
+		return cli.Exit("warden-agent: not running on "+socket+"; "+fallback(socket, os.Getenv("SSH_AUTH_SOCK")), 1)
+	}
+	if err != nil {
+		return cli.Exit("warden-agent: "+err.Error(), 1)
+	}
+	if !reply.OK {
+		return cli.Exit(fmt.Sprintf("warden-agent: no certificate for %s@%s: %s", a.user, a.host, reply.Error), 1)
+	}
+	return nil
+}
+
+// parseHintArgs is the hint's fast path: ssh runs the hint before every
+// connection, and building the whole urfave/cli app costs more than the
+// hint itself. It accepts only a plain, complete hint command line (args
+// after hoistGlobalFlags): global --socket/--config first, then "hint"
+// and its flags, each once, as -name, --name, with the value as the next
+// word or after '=', parsed as urfave/cli (Go's flag package) parses
+// them. Anything else (help, an unknown or repeated flag, a bad value, a
+// missing --user or --host, a positional argument) returns false, and the
+// full app handles it with its own messages and exit codes.
+func parseHintArgs(args []string) (hintArgs, bool) {
+	a := hintArgs{port: 22, timeout: 15 * time.Second}
+	seen := map[string]bool{}
+	i := 1
+	// flag returns the name and value of the flag at args[i] and moves i
+	// past it.
+	flag := func() (name, value string, ok bool) {
+		w := args[i]
+		if len(w) < 2 || w[0] != '-' || w == "--" {
+			return "", "", false
+		}
+		name = strings.TrimPrefix(w[1:], "-")
+		if name == "" || name[0] == '-' || name[0] == '=' {
+			return "", "", false
+		}
+		name, value, hasValue := strings.Cut(name, "=")
+		if seen[name] {
+			return "", "", false
+		}
+		seen[name] = true
+		i++
+		if !hasValue {
+			if i >= len(args) {
+				return "", "", false
+			}
+			value = args[i]
+			i++
+		}
+		return name, value, true
+	}
+	for i < len(args) && args[i] != "hint" {
+		name, value, ok := flag()
+		if !ok {
+			return a, false
+		}
+		switch name {
+		case "socket":
+			a.socket = value
+		case "config": // not read by the hint
+		default:
+			return a, false
+		}
+	}
+	if i >= len(args) {
+		return a, false
+	}
+	for i++; i < len(args); {
+		name, value, ok := flag()
+		if !ok {
+			return a, false
+		}
+		var err error
+		switch name {
+		case "user":
+			a.user = value
+		case "host":
+			a.host = value
+		case "ssh-pid":
+			a.sshPid, err = parseFlagInt(value)
+		case "port":
+			a.port, err = parseFlagInt(value)
+		case "timeout":
+			a.timeout, err = time.ParseDuration(value)
+		default:
+			return a, false
+		}
+		if err != nil {
+			return a, false
+		}
+	}
+	if !seen["user"] || !seen["host"] {
+		return a, false
+	}
+	if !seen["socket"] {
+		// urfave/cli reads the flag's EnvVars.
+		a.socket = os.Getenv("WARDEN_SOCKET")
+	}
+	return a, true
+}
+
+// parseFlagInt parses an int flag value as Go's flag package does.
+func parseFlagInt(s string) (int, error) {
+	n, err := strconv.ParseInt(s, 0, strconv.IntSize)
+	return int(n), err
 }
 
 // matchExecSSHPid finds the ssh process a hint runs for, from the hint's

@@ -18,8 +18,16 @@ func main() {
 	os.Exit(exitCode(runCLI(os.Args)))
 }
 
-// runCLI runs the command line args (os.Args).
-func runCLI(args []string) error { return newApp().Run(hoistGlobalFlags(args)) }
+// runCLI runs the command line args (os.Args). The hint, which ssh runs
+// before every connection, skips building the urfave/cli app when its
+// command line is a plain one (parseHintArgs).
+func runCLI(args []string) error {
+	args = hoistGlobalFlags(args)
+	if a, ok := parseHintArgs(args); ok {
+		return runHint(a)
+	}
+	return newApp().Run(args)
+}
 
 // hoistGlobalFlags moves --config and --socket (with their values) to the
 // front, right after the program name. The flag parser stops at the first
@@ -121,9 +129,17 @@ func addGlobalFlags(c *cli.Command) {
 		}
 	}
 	for _, f := range globalFlags() {
-		if !have[f.Names()[0]] {
-			c.Flags = append(c.Flags, f)
+		if have[f.Names()[0]] {
+			continue
 		}
+		// Only the app's own copy reads $WARDEN_CONFIG/$WARDEN_SOCKET: a
+		// command's copy that did would count as set from the environment
+		// and win over the flag given before the command name, where
+		// hoistGlobalFlags puts it (globalString reads the command first).
+		if sf, ok := f.(*cli.StringFlag); ok {
+			sf.EnvVars = nil
+		}
+		c.Flags = append(c.Flags, f)
 	}
 	for _, sub := range c.Subcommands {
 		addGlobalFlags(sub)

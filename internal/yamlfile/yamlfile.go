@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -151,12 +152,14 @@ func DecodeWith(file string, data []byte, out any, opts Options) (*yaml.Node, Er
 // often the line where the enclosing block began (its context mark, and
 // 0-based at that) and never with a column; the parser's problem mark is
 // not exported.
-var lineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+// Compiled on first use: every warden-agent run (each hint ssh runs)
+// would pay for them at init.
+var lineRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^yaml: line (\d+): (.*)$`) })
 
 // syntaxError positions a syntax error where the parser found it.
 func syntaxError(file string, data []byte, err error) *Error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+	if m := lineRE().FindStringSubmatch(err.Error()); m != nil {
 		msg = m[2]
 	}
 	e := &Error{File: file, Msg: "invalid YAML: " + msg}
@@ -323,11 +326,13 @@ func cleanTypeError(err error) string {
 	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
-var typeErrRE = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
+var typeErrRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
+})
 
 // plainTypeError rewrites one of yaml.v3's type errors.
 func plainTypeError(msg string) string {
-	m := typeErrRE.FindStringSubmatch(msg)
+	m := typeErrRE().FindStringSubmatch(msg)
 	if m == nil {
 		return msg
 	}

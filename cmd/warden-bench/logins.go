@@ -21,6 +21,48 @@ import (
 	"github.com/netkingdom/ops-warden/signer"
 )
 
+// live are the client processes (ssh, ControlMasters) running now, killed
+// when the bench is interrupted.
+var live = &liveCmds{m: map[*exec.Cmd]bool{}}
+
+type liveCmds struct {
+	mu sync.Mutex
+	m  map[*exec.Cmd]bool
+}
+
+func (l *liveCmds) start(cmd *exec.Cmd) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	l.m[cmd] = true
+	return nil
+}
+
+func (l *liveCmds) wait(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	l.mu.Lock()
+	delete(l.m, cmd)
+	l.mu.Unlock()
+	return err
+}
+
+func (l *liveCmds) run(cmd *exec.Cmd) error {
+	if err := l.start(cmd); err != nil {
+		return err
+	}
+	return l.wait(cmd)
+}
+
+func (l *liveCmds) killAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for cmd := range l.m {
+		cmd.Process.Kill()
+	}
+}
+
 // loginEnv is what the ssh phases share: a loopback sshd trusting a local
 // CA and the user's plain key, and an ssh-agent holding that key.
 type loginEnv struct {
@@ -51,7 +93,7 @@ func (b *bench) loginSetup() (*loginEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.procs = append(b.procs, d.p)
+	b.addProc(d.p)
 	sa, err := b.sshAgent("ssh-agent-login", 1)
 	if err != nil {
 		return nil, err
@@ -152,7 +194,7 @@ func (t *loginTarget) ssh(le *loginEnv, opts ...string) sshRun {
 	argv := append(append([]string{"-p", strconv.Itoa(le.d.port)}, opts...), le.user+"@127.0.0.1", "true")
 	cmd, out := t.sshCmd(ctx, argv...)
 	t0 := time.Now()
-	err := cmd.Run()
+	err := live.run(cmd)
 	return sshRun{wall: time.Since(t0), cpu: childCPU(cmd.ProcessState), err: cmdErr(err, out)}
 }
 
@@ -319,14 +361,14 @@ func (b *bench) loginBatch(le *loginEnv, t *loginTarget, n int) (*loginStats, ti
 	for i := range n {
 		cmd, out := t.sshCmd(ctx, "-p", strconv.Itoa(le.d.port), le.user+"@127.0.0.1", "true")
 		t0 := time.Now()
-		if err := cmd.Start(); err != nil {
+		if err := live.start(cmd); err != nil {
 			runs[i].err = err
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := cmd.Wait()
+			err := live.wait(cmd)
 			end := time.Now()
 			runs[i] = sshRun{wall: end.Sub(t0), cpu: childCPU(cmd.ProcessState), err: cmdErr(err, out)}
 			mu.Lock()
@@ -441,11 +483,11 @@ func startMaster(le *loginEnv, t *loginTarget, ctl string) (stop func(), err err
 	}
 	cmd, out := t.sshCmd(context.Background(), "-p", strconv.Itoa(le.d.port), "-o", "ControlMaster=yes", "-o", "ControlPath="+ctl,
 		"-o", "ControlPersist=no", "-N", le.user+"@127.0.0.1")
-	if err := cmd.Start(); err != nil {
+	if err := live.start(cmd); err != nil {
 		return nil, err
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- live.wait(cmd) }()
 	stop = func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -536,16 +578,23 @@ func startSSHD(dir string, userCA, userKey ssh.PublicKey) (*sshd, error) {
 		"PubkeyAuthentication yes", "PermitRootLogin prohibit-password", "LogLevel INFO",
 		"MaxStartups 1000", "MaxSessions 1000",
 	}
-	// OpenSSH 9.8+ penalises sources that cause many connections; older
-	// sshd refuses the option.
-	withPenalties := append(slices.Clone(lines), "PerSourcePenalties no", "")
-	if err := os.WriteFile(cfg, []byte(strings.Join(withPenalties, "\n")), 0o600); err != nil {
-		return nil, err
-	}
-	if exec.Command(sshdBin, "-t", "-f", cfg).Run() != nil {
-		if err := os.WriteFile(cfg, []byte(strings.Join(append(lines, ""), "\n")), 0o600); err != nil {
+	// SHLVL=1: bash started by sshd sources ~/.bashrc only at shell level
+	// 1, and a .bashrc (here root's, running `pyenv init`) can cost more
+	// than the whole login and serialise concurrent ones on a lock; it is
+	// the same for every agent, so it is left out. OpenSSH 9.8+
+	// penalises sources that cause many connections. Each option is kept
+	// only if this sshd knows it (SetEnv needs 8.7).
+	for _, opt := range []string{"SetEnv SHLVL=1", "PerSourcePenalties no"} {
+		try := append(slices.Clone(lines), opt, "")
+		if err := os.WriteFile(cfg, []byte(strings.Join(try, "\n")), 0o600); err != nil {
 			return nil, err
 		}
+		if exec.Command(sshdBin, "-t", "-f", cfg).Run() == nil {
+			lines = append(lines, opt)
+		}
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Join(append(lines, ""), "\n")), 0o600); err != nil {
+		return nil, err
 	}
 	d := &sshd{port: port, dir: dir, hostKeyLine: strings.TrimSpace(string(pub)), logFile: filepath.Join(dir, "sshd.log")}
 	cmd := exec.Command(sshdBin, "-D", "-E", d.logFile, "-f", cfg)

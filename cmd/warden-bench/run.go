@@ -7,8 +7,11 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -24,7 +27,8 @@ type bench struct {
 	shm     string // tmpfs audit logs
 	meta    meta
 	rep     *reporter
-	procs   []*proc
+	mu      sync.Mutex
+	procs   []*proc // stopped at the end, or on SIGINT/SIGTERM
 	userKey ed25519.PrivateKey
 	userPub ssh.PublicKey
 	hosts   []ssh.Signer // hosts[0] is the signing route's; the rest are cold routes
@@ -43,16 +47,37 @@ func run(o *options) error {
 		return fmt.Errorf("tmpfs directory: %w", err)
 	}
 	b := &bench{o: o, dir: dir, shm: shm}
-	defer func() {
-		for _, p := range b.procs {
-			p.stop()
+	var once sync.Once
+	cleanup := func() {
+		once.Do(func() {
+			live.killAll()
+			b.mu.Lock()
+			procs := slices.Clone(b.procs)
+			b.mu.Unlock()
+			for _, p := range procs {
+				p.stop()
+			}
+			if !o.keep {
+				os.RemoveAll(dir)
+				os.RemoveAll(shm)
+			} else {
+				fmt.Fprintf(os.Stderr, "kept %s and %s\n", dir, shm)
+			}
+		})
+	}
+	defer cleanup()
+	// Interrupted, stop every process the bench started before exiting.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		s, ok := <-sigs
+		if !ok {
+			return
 		}
-		if !o.keep {
-			os.RemoveAll(dir)
-			os.RemoveAll(shm)
-		} else {
-			fmt.Fprintf(os.Stderr, "kept %s and %s\n", dir, shm)
-		}
+		fmt.Fprintf(os.Stderr, "warden-bench: %v: stopping the processes it started\n", s)
+		cleanup()
+		os.Exit(130)
 	}()
 	b.meta = collectMeta(o)
 	if b.rep, err = newReporter(o.out, b.meta); err != nil {
@@ -98,14 +123,22 @@ func (b *bench) needHosts(n int) {
 
 func (b *bench) keep(p *proc, err error) (*proc, error) {
 	if err == nil {
-		b.procs = append(b.procs, p)
+		b.addProc(p)
 	}
 	return p, err
 }
 
+func (b *bench) addProc(p *proc) {
+	b.mu.Lock()
+	b.procs = append(b.procs, p)
+	b.mu.Unlock()
+}
+
 func (b *bench) stopProc(p *proc) {
 	p.stop()
+	b.mu.Lock()
 	b.procs = slices.DeleteFunc(b.procs, func(q *proc) bool { return q == p })
+	b.mu.Unlock()
 }
 
 func (b *bench) sshAgent(name string, nkeys int) (*proc, error) {

@@ -29,4 +29,4 @@ elif [ -z "$given" ]; then
 fi
 "$GO" build -trimpath -o "$BIN/warden-bench" ./cmd/warden-bench
 "$BIN/warden-bench" -out bench/results "$@"
-echo "bench: wrote bench/results/latest.jsonl and bench/results/latest.md"
+echo "bench: wrote latest.jsonl and latest.md (in bench/results unless -out said otherwise)"

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/netkingdom/ops-warden/audit"
 )
 
 // hintHost is the host the hint phase's route matches by name; nothing
@@ -117,40 +118,19 @@ func (p *pacer) wait(n int) {
 	}
 }
 
-// maxAuditSize bounds what auditEvents reads: the bench's logs are a few MB.
-const maxAuditSize = 512 << 20
-
-// auditEvents counts the records of an audit log by their "event" field
-// (one JSON object per line; anything else, such as a preallocated tail of
-// zeros, is skipped). A log not written yet has no records.
+// auditEvents counts the records of an audit log by event, read with the
+// audit package's own reader (bounded lines; unreadable ones skipped). A
+// log not written yet has no records.
 func auditEvents(path string) (map[string]int, error) {
 	m := map[string]int{}
-	fi, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return m, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	if fi.Size() > maxAuditSize {
-		return nil, fmt.Errorf("audit log %s is %d bytes, more than the bench reads (%d)", path, fi.Size(), maxAuditSize)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for line := range bytes.SplitSeq(data, []byte("\n")) {
-		if len(line) == 0 || line[0] != '{' {
-			continue
-		}
-		var rec struct {
-			Event string `json:"event"`
-		}
-		if json.Unmarshal(line, &rec) == nil && rec.Event != "" {
-			m[rec.Event]++
-		}
-	}
-	return m, nil
+	err := audit.Scan(path, audit.Filter{}, func(r audit.Record) error {
+		m[r.Event]++
+		return nil
+	})
+	return m, err
 }
 
 // eventList is m as "event×n, ..." sorted by event name.

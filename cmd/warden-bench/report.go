@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,22 +97,19 @@ func wardenVersion(bin string) string {
 // beside it is from the same build; failing that, the OpenSSH_x.y string
 // compiled into the binary, if any.
 func sshAgentVersion(bin string) string {
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return "unknown"
+	}
+	sum := sha256.Sum256(data)
+	id := fmt.Sprintf("sha256 %x", sum[:6])
 	if v := toolVersion(filepath.Join(filepath.Dir(bin), "ssh"), "-V"); strings.HasPrefix(v, "OpenSSH") {
-		return v + " (ssh -V beside it)"
-	}
-	f, err := os.Open(bin)
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, 64<<20))
-	if err != nil {
-		return "unknown"
+		return v + " (ssh -V beside it; " + id + ")"
 	}
 	if v := opensshVersion.Find(data); v != nil {
-		return string(v) + " (string in the binary)"
+		return string(v) + " (string in the binary; " + id + ")"
 	}
-	return "unknown"
+	return "unknown (no ssh beside it, no OpenSSH_ string in it; " + id + ")"
 }
 
 var opensshVersion = regexp.MustCompile(`OpenSSH_[0-9]+\.[0-9]+(p[0-9]+)?`)

@@ -21,6 +21,13 @@ func yesNo(ok bool) string {
 	return "**no**"
 }
 
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
 func num(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
 
 // ratioGoal: num/den at least (or at most) want.
@@ -150,7 +157,7 @@ func (r *reporter) writeGoals(b *strings.Builder, sign func(target, audit string
 		if !slices.Contains(clients, n) {
 			continue
 		}
-		gs = append(gs, ratioGoal(fmt.Sprintf("cached-cert sign / bare keyring, %d clients, audit on tmpfs", n),
+		gs = append(gs, ratioGoal(fmt.Sprintf("cached-cert sign / bare keyring, %s, audit on tmpfs", plural(n, "client")),
 			sign("warden-cert", auditTmpfs, n).ops, sign("keyring", "", n).ops, want, true))
 	}
 	for _, c := range []struct {
@@ -158,13 +165,13 @@ func (r *reporter) writeGoals(b *strings.Builder, sign func(target, audit string
 		want float64
 	}{{1, 1.2}, {64, 5}} {
 		if slices.Contains(clients, c.n) {
-			gs = append(gs, ratioGoal(fmt.Sprintf("cached-cert sign, audit fsync on disk / ssh-agent, %d clients", c.n),
+			gs = append(gs, ratioGoal(fmt.Sprintf("cached-cert sign, audit fsync on disk / ssh-agent, %s", plural(c.n, "client")),
 				sign("warden-cert", auditDisk, c.n).ops, sign("ssh-agent", "", c.n).ops, c.want, true))
 		}
 	}
 	for _, n := range []int{1, 8, 64} {
 		if slices.Contains(clients, n) {
-			gs = append(gs, ratioGoal(fmt.Sprintf("proxied sign / ssh-agent, %d clients, audit fsync on disk", n),
+			gs = append(gs, ratioGoal(fmt.Sprintf("proxied sign / ssh-agent, %s, audit fsync on disk", plural(n, "client")),
 				sign("warden-proxy", auditDisk, n).ops, sign("ssh-agent", "", n).ops, 0.9, true))
 		}
 	}
@@ -172,7 +179,7 @@ func (r *reporter) writeGoals(b *strings.Builder, sign func(target, audit string
 		sa := r.agg(func(x *record) bool { return x.Bench == "list" && x.Target == "ssh-agent" && x.Keys == k })
 		w := r.agg(func(x *record) bool { return x.Bench == "list" && x.Target == "warden-proxy" && x.Keys == k })
 		if sa.n > 0 {
-			gs = append(gs, ratioGoal(fmt.Sprintf("`ssh-add -l` through warden / ssh-agent, %d keys", k), w.ops, sa.ops, 0.8, true))
+			gs = append(gs, ratioGoal(fmt.Sprintf("`ssh-add -l` through warden / ssh-agent, %s", plural(k, "key")), w.ops, sa.ops, 0.8, true))
 		}
 	}
 	rw := r.agg(func(x *record) bool { return x.Bench == "rss" && x.Target == "warden" })

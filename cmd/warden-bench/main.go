@@ -101,7 +101,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.rssRoutes, "rss-routes", 100, "routes whose certificates the RSS measurement's agent holds")
 	fs.IntVar(&o.hints, "hints", 200, "`warden-agent hint` runs, and as many /bin/true runs (hint phase)")
 	fs.IntVar(&o.burst, "burst", 200, "concurrent ssh logins per batch (burst phase)")
-	fs.IntVar(&o.batches, "batches", 2, "measured batches per agent, after one warm-up batch each (burst phase)")
+	fs.IntVar(&o.batches, "batches", 2, "measured batches per agent, after one warm-up batch of a quarter the size each (burst phase)")
 	fs.IntVar(&o.riders, "riders", 20, "ssh sessions riding a ControlMaster, per agent (master phase)")
 	fs.StringVar(&phases, "only", strings.Join(allPhases, ","), "phases to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directories (agent logs, audit logs)")

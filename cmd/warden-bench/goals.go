@@ -118,6 +118,15 @@ func (r *reporter) makespan(target string, clients int) float64 {
 	return v
 }
 
+// loginCPU is the median over batches of client + agent CPU per login, µs.
+func (r *reporter) loginCPU(target string, clients int) float64 {
+	v, _ := r.medianOf(func(x *record) bool {
+		return x.Bench == "login" && x.Target == target && x.Clients == clients && x.Ops > 0
+	},
+		func(x *record) float64 { return x.ClientCPU + x.AgentCPU })
+	return v
+}
+
 // writeGoals writes the table of issue 17's goals, one row each.
 func (r *reporter) writeGoals(b *strings.Builder, sign func(target, audit string, n int) agg, clients []int) {
 	var gs []goal
@@ -129,7 +138,12 @@ func (r *reporter) writeGoals(b *strings.Builder, sign func(target, audit string
 	if n := r.burstSize(); n > 0 {
 		gs = append(gs,
 			ratioGoal(fmt.Sprintf("ssh login median, warden / ssh-agent, %d concurrent", n), r.loginMedian("warden-cert", n), r.loginMedian("ssh-agent", n), 1.02, false),
-			ratioGoal(fmt.Sprintf("ssh login batch makespan, warden / ssh-agent, %d concurrent", n), r.makespan("warden-cert", n), r.makespan("ssh-agent", n), 1.02, false))
+			ratioGoal(fmt.Sprintf("ssh login batch makespan, warden / ssh-agent, %d concurrent", n), r.makespan("warden-cert", n), r.makespan("ssh-agent", n), 1.02, false),
+			// With every core busy, wall time follows CPU; the CPU
+			// ratio is steadier than the wall ratio when neighbours
+			// share the machine.
+			ratioGoal(fmt.Sprintf("client + agent CPU per login, warden / ssh-agent, %d concurrent (what bounds the wall time when the cores are saturated; sshd's CPU, the same for both, not counted)", n),
+				r.loginCPU("warden-cert", n), r.loginCPU("ssh-agent", n), 1.02, false))
 	} else {
 		gs = append(gs, goal{what: "ssh login, warden / ssh-agent, 200 concurrent", got: "—", want: "≤ 1.02×", met: "not measured"})
 	}

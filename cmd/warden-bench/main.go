@@ -1,8 +1,8 @@
 // Command warden-bench measures warden-agent side by side with OpenSSH's
 // ssh-agent and the bare x/crypto keyring, in one run, on the same keys
-// (issue 7, "Benchmarks"; the goals of issue 17). Every measurement is one JSON line in
-// <out>/latest.jsonl; <out>/latest.md is the table of ratios. Nothing is
-// asserted: the numbers are reported.
+// (issue 7, "Benchmarks"; the goals of issue 17). Every measurement is one
+// JSON line in <out>/latest.jsonl; <out>/latest.md is the table of ratios
+// and goals. Nothing is asserted: the numbers are reported.
 //
 // Every agent under test is a separate process, so its CPU time per
 // operation is read from /proc/PID/stat; the CPU of a short-lived client

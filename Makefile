@@ -97,6 +97,7 @@ cross-check:
 	done
 
 ## bench: side-by-side benchmarks against ssh-agent (bench/results/; see docs/performance.md)
+##   make bench BENCHFLAGS='-ssh-agent /path/ssh-agent -only hint,login'   WARDEN_BIN=old/warden-agent measures a prebuilt binary
 .PHONY: bench
 bench:
-	GO=$(GO) sh bench/run.sh $(BENCHFLAGS)
+	GO=$(GO) WARDEN_BIN=$(WARDEN_BIN) sh bench/run.sh $(BENCHFLAGS)

@@ -1,21 +1,27 @@
 // Command warden-bench measures warden-agent side by side with OpenSSH's
 // ssh-agent and the bare x/crypto keyring, in one run, on the same keys
-// (issue 7, "Benchmarks"). Every measurement is one JSON line in
-// <out>/latest.jsonl; <out>/latest.md is the table of ratios. Nothing is
-// asserted: the numbers are reported.
+// (issue 7, "Benchmarks"; the goals of issue 17). Every measurement is one
+// JSON line in <out>/latest.jsonl; <out>/latest.md is the table of ratios
+// and goals. Nothing is asserted: the numbers are reported.
 //
 // Every agent under test is a separate process, so its CPU time per
-// operation is read from /proc/PID/stat. Run it through bench/run.sh
-// (`make bench`), which builds warden-agent and this command first.
+// operation is read from /proc/PID/stat; the CPU of a short-lived client
+// (ssh, the hint) from its rusage when it is reaped. Run it through
+// bench/run.sh (`make bench`), which builds warden-agent and this command
+// first.
 //
-//	warden-bench -warden bin/warden-agent -out bench/results
+//	warden-bench -warden bin/warden-agent -ssh-agent /opt/openssh/bin/ssh-agent -out bench/results
 //	warden-bench keyring-server -key FILE SOCKET   (the bare-keyring agent)
+//	warden-bench idle-client -n N SOCKET           (holds idle connections for the RSS phase)
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +30,7 @@ import (
 // options are the command-line settings of a run.
 type options struct {
 	warden     string
+	sshAgent   string
 	out        string
 	diskDir    string
 	shmDir     string
@@ -37,6 +44,11 @@ type options struct {
 	warmN      int
 	logins     int
 	idle       int
+	rssRoutes  int
+	hints      int
+	burst      int
+	batches    int
+	riders     int
 	phases     map[string]bool
 	keep       bool
 }
@@ -45,6 +57,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "keyring-server" {
 		if err := keyringServer(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "warden-bench keyring-server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "idle-client" {
+		if err := idleClient(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "warden-bench idle-client:", err)
 			os.Exit(1)
 		}
 		return
@@ -64,7 +83,8 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("warden-bench", flag.ContinueOnError)
 	o := &options{}
 	var clients, listKeys, phases string
-	fs.StringVar(&o.warden, "warden", "bin/warden-agent", "warden-agent `binary` to run")
+	fs.StringVar(&o.warden, "warden", "bin/warden-agent", "warden-agent `binary` to measure (a prebuilt older one works: the harness only runs `run`, `hint`, `ssh-config` and `--version`)")
+	fs.StringVar(&o.sshAgent, "ssh-agent", "ssh-agent", "OpenSSH ssh-agent `binary` for every ssh-agent the bench starts (default: the one on PATH)")
 	fs.StringVar(&o.out, "out", "bench/results", "`directory` for latest.jsonl and latest.md")
 	fs.StringVar(&o.diskDir, "disk-dir", os.TempDir(), "`directory` on a real disk for the fsync'd audit logs")
 	fs.StringVar(&o.shmDir, "shm-dir", "/dev/shm", "tmpfs `directory` for the 'no fsync cost' audit logs")
@@ -76,9 +96,14 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&listKeys, "list-keys", "1,10,100", "upstream key counts for List")
 	fs.IntVar(&o.coldN, "cold", 30, "cold issuances per repetition and issuer")
 	fs.IntVar(&o.warmN, "warm", 100, "warm (cached) Lists per repetition and issuer")
-	fs.IntVar(&o.logins, "logins", 20, "ssh logins per agent")
+	fs.IntVar(&o.logins, "logins", 20, "sequential ssh logins per agent (login phase)")
 	fs.IntVar(&o.idle, "idle", 1000, "idle connections for the RSS measurement")
-	fs.StringVar(&phases, "only", "sign,list,jit,rss,login", "phases to run")
+	fs.IntVar(&o.rssRoutes, "rss-routes", 100, "routes whose certificates the RSS measurement's agent holds")
+	fs.IntVar(&o.hints, "hints", 200, "`warden-agent hint` runs, and as many /bin/true runs (hint phase)")
+	fs.IntVar(&o.burst, "burst", 200, "concurrent ssh logins per batch (burst phase)")
+	fs.IntVar(&o.batches, "batches", 2, "measured batches per agent, after one warm-up batch of a quarter the size each (burst phase)")
+	fs.IntVar(&o.riders, "riders", 20, "ssh sessions riding a ControlMaster, per agent (master phase)")
+	fs.StringVar(&phases, "only", strings.Join(allPhases, ","), "phases to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directories (agent logs, audit logs)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -92,13 +117,40 @@ func parseFlags(args []string) (*options, error) {
 	}
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
-		o.phases[strings.TrimSpace(p)] = true
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allPhases, p) {
+			return nil, fmt.Errorf("-only: unknown phase %q (phases: %s)", p, strings.Join(allPhases, ","))
+		}
+		o.phases[p] = true
 	}
 	if o.reps < 1 {
 		return nil, fmt.Errorf("-reps must be at least 1")
 	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"logins", o.logins}, {"rss-routes", o.rssRoutes}, {"hints", o.hints}, {"burst", o.burst}, {"batches", o.batches}, {"riders", o.riders}} {
+		if n.v < 1 {
+			return nil, fmt.Errorf("-%s must be at least 1", n.name)
+		}
+	}
+	if o.sshAgent, err = exec.LookPath(o.sshAgent); err != nil {
+		return nil, fmt.Errorf("-ssh-agent: %w (install openssh-client or give the path of an ssh-agent binary)", err)
+	}
+	if o.sshAgent, err = filepath.Abs(o.sshAgent); err != nil {
+		return nil, err
+	}
+	if o.warden, err = filepath.Abs(o.warden); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(o.warden); err != nil {
+		return nil, fmt.Errorf("-warden: %w (build it with `make build` or give the path of a warden-agent binary)", err)
+	}
 	return o, nil
 }
+
+// allPhases is every phase, in the order a run takes them.
+var allPhases = []string{"sign", "list", "jit", "rss", "hint", "login", "burst", "master"}
 
 func intList(s string) ([]int, error) {
 	var out []int

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -138,10 +140,10 @@ func rssKiB(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-// startSSHAgent runs OpenSSH's ssh-agent in the foreground with keys.
-func startSSHAgent(name, dir string, keys []ed25519.PrivateKey) (*proc, error) {
+// startSSHAgent runs OpenSSH's ssh-agent (bin) in the foreground with keys.
+func startSSHAgent(bin, name, dir string, keys []ed25519.PrivateKey) (*proc, error) {
 	socket := filepath.Join(dir, name+".sock")
-	p, err := start(name, socket, exec.Command("ssh-agent", "-D", "-a", socket))
+	p, err := start(name, socket, exec.Command(bin, "-D", "-a", socket))
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +186,7 @@ type wardenSetup struct {
 // route mirrors catalog.Route's YAML form (the fields used here).
 type route struct {
 	Name       string   `yaml:"name"`
+	Hosts      []string `yaml:"hosts,omitempty"`
 	HostKeys   []string `yaml:"host_keys"`
 	Principals []string `yaml:"principals"`
 	Mount      string   `yaml:"mount,omitempty"`
@@ -238,4 +241,108 @@ func startWarden(bin, dir string, w wardenSetup) (*proc, error) {
 // authorizedKey is k in authorized_keys form without the newline.
 func authorizedKey(k ssh.PublicKey) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+}
+
+// idlePerProc is how many idle connections one holder process opens:
+// below warden's cap of 128 per peer process, as many ssh processes with
+// one connection each would be.
+const idlePerProc = 100
+
+// heldConns is what the holder processes opened.
+type heldConns struct {
+	ok       int
+	firstErr string
+}
+
+// holdIdle opens n connections to socket from holder processes
+// (`warden-bench idle-client`), each answered one query extension and
+// then left idle, until release.
+func holdIdle(socket string, n int) (heldConns, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return heldConns{}, nil, err
+	}
+	var h heldConns
+	var stops []func()
+	release := func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+	for left := n; left > 0; left -= idlePerProc {
+		cmd := exec.Command(self, "idle-client", "-n", strconv.Itoa(min(left, idlePerProc)), socket)
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			release()
+			return h, nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			release()
+			return h, nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			release()
+			return h, nil, err
+		}
+		stops = append(stops, func() { in.Close(); cmd.Wait() })
+		line, err := bufio.NewReader(io.LimitReader(out, 4096)).ReadString('\n')
+		var ok int
+		var first string
+		if err == nil {
+			_, err = fmt.Sscanf(line, "ok %d", &ok)
+			_, first, _ = strings.Cut(strings.TrimSpace(line), " first ")
+		}
+		if err != nil {
+			release()
+			return h, nil, fmt.Errorf("idle-client: %v (%q)", err, line)
+		}
+		h.ok += ok
+		if h.firstErr == "" {
+			h.firstErr = first
+		}
+	}
+	return h, release, nil
+}
+
+// idleClient is the holder process: it opens -n connections to SOCKET,
+// sends each one query extension, prints "ok N [first ERROR]" and keeps
+// them open until its stdin closes.
+func idleClient(args []string) error {
+	fs := flag.NewFlagSet("idle-client", flag.ContinueOnError)
+	n := fs.Int("n", 100, "connections to open")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: warden-bench idle-client -n N SOCKET")
+	}
+	var conns []net.Conn
+	var first string
+	for range *n {
+		c, err := net.Dial("unix", fs.Arg(0))
+		if err == nil {
+			if err = rawQuery(c); err != nil {
+				c.Close()
+			}
+		}
+		if err != nil {
+			if first == "" {
+				first = strings.ReplaceAll(err.Error(), "\n", " ")
+			}
+			continue
+		}
+		conns = append(conns, c)
+	}
+	if first != "" {
+		fmt.Printf("ok %d first %s\n", len(conns), first)
+	} else {
+		fmt.Printf("ok %d\n", len(conns))
+	}
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+	return nil
 }

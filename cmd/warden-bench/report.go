@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -19,69 +22,160 @@ const (
 	auditTmpfs = "tmpfs (fsync ~free)"
 )
 
-// meta identifies the run; it is repeated in every record.
+// meta identifies the run and every tool measured in it; it is repeated
+// in every record.
 type meta struct {
-	Commit  string `json:"commit"`
-	Go      string `json:"go"`
-	OpenSSH string `json:"openssh"`
-	Kernel  string `json:"kernel"`
-	CPUs    int    `json:"cpus"`
-	Started string `json:"started"`
+	Commit          string `json:"commit"`  // of the tree the bench runs in
+	Go              string `json:"go"`      // that built warden-bench
+	OpenSSH         string `json:"openssh"` // ssh -V of the ssh on PATH
+	Warden          string `json:"warden"`
+	WardenVersion   string `json:"warden_version"`
+	SSHAgent        string `json:"ssh_agent"`
+	SSHAgentVersion string `json:"ssh_agent_version"`
+	SSHD            string `json:"sshd"`
+	SSHDVersion     string `json:"sshd_version"`
+	Kernel          string `json:"kernel"`
+	CPUs            int    `json:"cpus"`
+	Started         string `json:"started"`
 }
 
-func collectMeta() meta {
-	m := meta{Go: runtime.Version(), CPUs: runtime.NumCPU(), Started: time.Now().UTC().Format(time.RFC3339)}
+func collectMeta(o *options) meta {
+	m := meta{Go: runtime.Version(), CPUs: runtime.NumCPU(), Started: time.Now().UTC().Format(time.RFC3339),
+		Warden: o.warden, WardenVersion: wardenVersion(o.warden), SSHAgent: o.sshAgent, SSHAgentVersion: sshAgentVersion(o.sshAgent),
+		SSHD: sshdPath()}
 	if out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
 		m.Commit = strings.TrimSpace(string(out))
 		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
 			m.Commit += "-dirty"
 		}
 	}
-	if out, err := exec.Command("ssh", "-V").CombinedOutput(); err == nil {
-		m.OpenSSH = strings.TrimSpace(string(out))
-	}
+	m.OpenSSH = toolVersion("ssh", "-V")
+	m.SSHDVersion = toolVersion(m.SSHD, "-V")
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
 	return m
 }
 
+// toolVersion is the first line bin prints for its version flag, or "".
+func toolVersion(bin string, args ...string) string {
+	out, _ := exec.Command(bin, args...).CombinedOutput()
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+// wardenVersion is what `warden-agent --version` says, with the commit
+// Go stamped into the binary when it differs (bench/run.sh sets the
+// version to `git describe`; a plain `go build` leaves 0.1.0-dev).
+func wardenVersion(bin string) string {
+	v := toolVersion(bin, "--version")
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return v
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "-dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" && !strings.Contains(v, rev[:7]) {
+		v += " (vcs " + rev + modified + ")"
+	}
+	return v + ", " + info.GoVersion
+}
+
+// sshAgentVersion: ssh-agent has no version flag. The ssh installed
+// beside it is from the same build; failing that, the OpenSSH_x.y string
+// compiled into the binary, if any.
+func sshAgentVersion(bin string) string {
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return "unknown"
+	}
+	sum := sha256.Sum256(data)
+	id := fmt.Sprintf("sha256 %x", sum[:6])
+	if v := toolVersion(filepath.Join(filepath.Dir(bin), "ssh"), "-V"); strings.HasPrefix(v, "OpenSSH") {
+		return v + " (ssh -V beside it; " + id + ")"
+	}
+	if v := opensshVersion.Find(data); v != nil {
+		return string(v) + " (string in the binary; " + id + ")"
+	}
+	return "unknown (no ssh beside it, no OpenSSH_ string in it; " + id + ")"
+}
+
+var opensshVersion = regexp.MustCompile(`OpenSSH_[0-9]+\.[0-9]+(p[0-9]+)?`)
+
+// sshdPath is the sshd the login phases start: the one on PATH, else
+// Debian's /usr/sbin/sshd.
+func sshdPath() string {
+	if p, err := exec.LookPath("sshd"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return "/usr/sbin/sshd"
+}
+
 // record is one measurement: one JSON line.
 type record struct {
 	meta
-	Time       string  `json:"time"`
-	Bench      string  `json:"bench"`  // sign, list, jit, rss, login
-	Target     string  `json:"target"` // ssh-agent, keyring, warden-cert, warden-proxy, warden
-	Audit      string  `json:"audit,omitempty"`
-	Key        string  `json:"key,omitempty"`
-	Issuer     string  `json:"issuer,omitempty"`
-	Mode       string  `json:"mode,omitempty"`
-	Clients    int     `json:"clients"`
-	Keys       int     `json:"keys,omitempty"`
-	Rep        int     `json:"rep,omitempty"`
-	ElapsedS   float64 `json:"elapsed_s,omitempty"`
-	Ops        int     `json:"ops"`
-	Errors     int     `json:"errors"`
-	FirstErr   string  `json:"first_error,omitempty"`
-	OpsPerSec  float64 `json:"ops_per_s,omitempty"`
-	P50us      float64 `json:"p50_us,omitempty"`
-	P90us      float64 `json:"p90_us,omitempty"`
-	P99us      float64 `json:"p99_us,omitempty"`
-	AgentCPU   float64 `json:"agent_cpu_us_per_op,omitempty"`
-	UpCPU      float64 `json:"upstream_cpu_us_per_op,omitempty"`
-	RSSBefore  int64   `json:"rss_before_kib,omitempty"`
-	RSSAfter   int64   `json:"rss_after_kib,omitempty"`
-	PerConnKiB float64 `json:"rss_per_conn_kib,omitempty"`
-	Note       string  `json:"note,omitempty"`
+	Time       string         `json:"time"`
+	Bench      string         `json:"bench"`  // sign, list, jit, rss, hint, login, master
+	Target     string         `json:"target"` // ssh-agent, keyring, warden-cert, warden-proxy, warden, warden-routes, warden-agent hint, /bin/true
+	Audit      string         `json:"audit,omitempty"`
+	Key        string         `json:"key,omitempty"`
+	Issuer     string         `json:"issuer,omitempty"`
+	Mode       string         `json:"mode,omitempty"`
+	Clients    int            `json:"clients"`
+	Keys       int            `json:"keys,omitempty"`
+	Rep        int            `json:"rep,omitempty"`
+	ElapsedS   float64        `json:"elapsed_s,omitempty"`
+	Ops        int            `json:"ops"`
+	Errors     int            `json:"errors"`
+	FirstErr   string         `json:"first_error,omitempty"`
+	OpsPerSec  float64        `json:"ops_per_s,omitempty"`
+	P50us      float64        `json:"p50_us,omitempty"`
+	P90us      float64        `json:"p90_us,omitempty"`
+	P99us      float64        `json:"p99_us,omitempty"`
+	AgentCPU   float64        `json:"agent_cpu_us_per_op,omitempty"`
+	UpCPU      float64        `json:"upstream_cpu_us_per_op,omitempty"`
+	RSSBefore  int64          `json:"rss_before_kib,omitempty"`
+	RSSAfter   int64          `json:"rss_after_kib,omitempty"`
+	PerConnKiB float64        `json:"rss_per_conn_kib,omitempty"`
+	Routes     int            `json:"routes,omitempty"`
+	ClientCPU  float64        `json:"client_cpu_us_per_op,omitempty"` // mean rusage user+sys of the client process (ssh, sh -c hint)
+	MakespanMs float64        `json:"makespan_ms,omitempty"`          // a concurrent batch: first start to last exit
+	SSHDLogins int            `json:"sshd_logins,omitempty"`
+	Events     map[string]int `json:"audit_events,omitempty"`
+	Note       string         `json:"note,omitempty"`
 }
 
 // reporter writes records as they come and the table at the end.
 type reporter struct {
-	dir  string
-	meta meta
-	f    *os.File
-	w    *bufio.Writer
-	recs []*record
+	dir   string
+	meta  meta
+	f     *os.File
+	w     *bufio.Writer
+	recs  []*record
+	times []phaseTime
+}
+
+type phaseTime struct {
+	phase string
+	took  time.Duration
+}
+
+func (r *reporter) took(phase string, d time.Duration) {
+	r.times = append(r.times, phaseTime{phase, d})
 }
 
 func newReporter(dir string, m meta) (*reporter, error) {
@@ -184,9 +278,13 @@ func ratio(a, b float64) string {
 func (r *reporter) writeTable() error {
 	var b strings.Builder
 	m := r.meta
-	fmt.Fprintf(&b, "# warden-bench results\n\n%s · %s · commit %s · %d CPUs · kernel %s · %s\n\n", m.Go, m.OpenSSH, m.Commit, m.CPUs, m.Kernel, m.Started)
-	fmt.Fprintf(&b, "Medians over repetitions. Latencies in µs; CPU is the agent process's user+system time per operation "+
-		"(for warden-proxy, + the upstream ssh-agent's). The load generator runs on the same cores.\n\n")
+	fmt.Fprintf(&b, "# warden-bench results\n\n%s · commit %s · %d CPUs · kernel %s\n\n", m.Started, m.Commit, m.CPUs, m.Kernel)
+	fmt.Fprintf(&b, "- warden-agent: `%s` — %s\n", m.Warden, dash(m.WardenVersion))
+	fmt.Fprintf(&b, "- ssh-agent: `%s` — %s\n", m.SSHAgent, dash(m.SSHAgentVersion))
+	fmt.Fprintf(&b, "- ssh: %s\n- sshd: `%s` — %s\n- warden-bench built with %s\n\n", dash(m.OpenSSH), m.SSHD, dash(m.SSHDVersion), m.Go)
+	fmt.Fprintf(&b, "Medians over repetitions. Latencies in µs unless marked ms; agent CPU is the agent process's user+system time per operation "+
+		"(for warden-proxy, + the upstream ssh-agent's); client CPU is the rusage of the process a user would run (ssh, or the shell running the hint), "+
+		"children included. The load generator runs on the same cores.\n\n")
 
 	sign := func(target, audit string, n int) agg {
 		return r.agg(func(x *record) bool {
@@ -214,45 +312,7 @@ func (r *reporter) writeTable() error {
 		b.WriteString("\n")
 	}
 
-	type row struct{ what, got, expect string }
-	var rows []row
-	for _, n := range clients {
-		exp := "≥ 1.0×"
-		if n == 1 {
-			exp = "≥ 0.8×"
-		}
-		kr := sign("keyring", "", n).ops
-		rows = append(rows,
-			row{fmt.Sprintf("warden cached-cert sign / bare keyring, %d clients, audit on tmpfs", n), ratio(sign("warden-cert", auditTmpfs, n).ops, kr), exp},
-			row{fmt.Sprintf("warden cached-cert sign / bare keyring, %d clients, audit fsync on disk", n), ratio(sign("warden-cert", auditDisk, n).ops, kr), exp + " (issue: audit on or off)"},
-		)
-	}
-	for _, n := range clients {
-		sa := sign("ssh-agent", "", n).ops
-		rows = append(rows,
-			row{fmt.Sprintf("warden proxied sign / ssh-agent, %d clients, audit fsync on disk", n), ratio(sign("warden-proxy", auditDisk, n).ops, sa), "≥ 0.85×"},
-			row{fmt.Sprintf("warden proxied sign / ssh-agent, %d clients, audit on tmpfs", n), ratio(sign("warden-proxy", auditTmpfs, n).ops, sa), "≥ 0.85×"})
-	}
-	if len(clients) > 0 {
-		hi := clients[len(clients)-1]
-		rows = append(rows, row{fmt.Sprintf("warden cert sign, audit fsync / tmpfs, %d clients", hi), ratio(sign("warden-cert", auditDisk, hi).ops, sign("warden-cert", auditTmpfs, hi).ops), "> 0.5×"})
-	}
-	lw := r.agg(func(x *record) bool { return x.Bench == "login" && x.Target == "warden-cert" })
-	ls := r.agg(func(x *record) bool { return x.Bench == "login" && x.Target == "ssh-agent" })
-	if lw.n > 0 {
-		rows = append(rows, row{fmt.Sprintf("ssh login median, warden %.1f ms / ssh-agent %.1f ms", lw.p50/1e3, ls.p50/1e3), ratio(lw.p50, ls.p50), "≤ 1.05×"})
-	}
-	rw := r.agg(func(x *record) bool { return x.Bench == "rss" && x.Target == "warden" })
-	if rw.n > 0 {
-		rows = append(rows, row{"warden RSS per idle connection", fmt.Sprintf("%.1f KiB", rw.perConn), "< 64 KiB"})
-	}
-	if len(rows) > 0 {
-		b.WriteString("## Ratios against the expectations of issue 7\n\n| measurement | this run | expected |\n|---|--:|--:|\n")
-		for _, x := range rows {
-			fmt.Fprintf(&b, "| %s | %s | %s |\n", x.what, x.got, x.expect)
-		}
-		b.WriteString("\n")
-	}
+	r.writeGoals(&b, sign, clients)
 
 	var listKeys []int
 	for _, rec := range r.recs {
@@ -289,7 +349,7 @@ func (r *reporter) writeTable() error {
 
 	hasRSS := false
 	for _, rec := range r.recs {
-		if rec.Bench == "rss" {
+		if rec.Bench == "rss" && rec.Routes == 0 {
 			if !hasRSS {
 				b.WriteString("## Memory with idle connections\n\n| agent | connections | RSS before KiB | RSS after KiB | KiB per connection |\n|---|--:|--:|--:|--:|\n")
 				hasRSS = true
@@ -300,14 +360,21 @@ func (r *reporter) writeTable() error {
 	if hasRSS {
 		b.WriteString("\n")
 	}
-	if lw.n > 0 {
-		b.WriteString("## Full `ssh` login to a loopback sshd\n\n| agent | logins | median ms | p90 ms | errors |\n|---|--:|--:|--:|--:|\n")
-		for _, rec := range r.recs {
-			if rec.Bench == "login" {
-				fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %d |\n", rec.Target, rec.Ops, rec.P50us/1e3, rec.P90us/1e3, rec.Errors)
-			}
+	for _, rec := range r.recs {
+		if rec.Bench == "rss" && rec.Routes > 0 {
+			fmt.Fprintf(&b, "## Memory with routes' certificates\n\n| agent | routes | certificates held | RSS before KiB | RSS after KiB | errors |\n|---|--:|--:|--:|--:|--:|\n"+
+				"| %s | %d | %d | %d | %d | %d %s |\n\n", rec.Target, rec.Routes, rec.Ops, rec.RSSBefore, rec.RSSAfter, rec.Errors, rec.FirstErr)
 		}
-		b.WriteString("\n")
+	}
+	r.writeSSH(&b)
+	if len(r.times) > 0 {
+		b.WriteString("## Phase durations\n\n| phase | seconds |\n|---|--:|\n")
+		var total time.Duration
+		for _, t := range r.times {
+			fmt.Fprintf(&b, "| %s | %.0f |\n", t.phase, t.took.Seconds())
+			total += t.took
+		}
+		fmt.Fprintf(&b, "| all | %.0f |\n\n", total.Seconds())
 	}
 	return os.WriteFile(filepath.Join(r.dir, "latest.md"), []byte(b.String()), 0o644)
 }

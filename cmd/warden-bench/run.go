@@ -1,25 +1,21 @@
 package main
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
+	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/netkingdom/ops-warden/signer"
 	"github.com/netkingdom/ops-warden/signer/openbaotest"
 )
 
@@ -31,10 +27,12 @@ type bench struct {
 	shm     string // tmpfs audit logs
 	meta    meta
 	rep     *reporter
-	procs   []*proc
+	mu      sync.Mutex
+	procs   []*proc // stopped at the end, or on SIGINT/SIGTERM
 	userKey ed25519.PrivateKey
 	userPub ssh.PublicKey
 	hosts   []ssh.Signer // hosts[0] is the signing route's; the rest are cold routes
+	login   *loginEnv    // the loopback sshd and ssh-agent of the ssh phases, once started
 }
 
 const principal = "deploy"
@@ -49,18 +47,39 @@ func run(o *options) error {
 		return fmt.Errorf("tmpfs directory: %w", err)
 	}
 	b := &bench{o: o, dir: dir, shm: shm}
-	defer func() {
-		for _, p := range b.procs {
-			p.stop()
+	var once sync.Once
+	cleanup := func() {
+		once.Do(func() {
+			live.killAll()
+			b.mu.Lock()
+			procs := slices.Clone(b.procs)
+			b.mu.Unlock()
+			for _, p := range procs {
+				p.stop()
+			}
+			if !o.keep {
+				os.RemoveAll(dir)
+				os.RemoveAll(shm)
+			} else {
+				fmt.Fprintf(os.Stderr, "kept %s and %s\n", dir, shm)
+			}
+		})
+	}
+	defer cleanup()
+	// Interrupted, stop every process the bench started before exiting.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		s, ok := <-sigs
+		if !ok {
+			return
 		}
-		if !o.keep {
-			os.RemoveAll(dir)
-			os.RemoveAll(shm)
-		} else {
-			fmt.Fprintf(os.Stderr, "kept %s and %s\n", dir, shm)
-		}
+		fmt.Fprintf(os.Stderr, "warden-bench: %v: stopping the processes it started\n", s)
+		cleanup()
+		os.Exit(130)
 	}()
-	b.meta = collectMeta()
+	b.meta = collectMeta(o)
 	if b.rep, err = newReporter(o.out, b.meta); err != nil {
 		return err
 	}
@@ -70,16 +89,13 @@ func run(o *options) error {
 	_, b.userKey, _ = ed25519.GenerateKey(rand.Reader)
 	signer, _ := ssh.NewSignerFromKey(b.userKey)
 	b.userPub = signer.PublicKey()
-	for range 1 + o.reps*o.coldN {
-		_, hk, _ := ed25519.GenerateKey(rand.Reader)
-		s, _ := ssh.NewSignerFromKey(hk)
-		b.hosts = append(b.hosts, s)
-	}
+	b.needHosts(1 + o.reps*o.coldN)
 
 	phases := []struct {
 		name string
 		fn   func() error
-	}{{"sign", b.signPhase}, {"list", b.listPhase}, {"jit", b.jitPhase}, {"rss", b.rssPhase}, {"login", b.loginPhase}}
+	}{{"sign", b.signPhase}, {"list", b.listPhase}, {"jit", b.jitPhase}, {"rss", b.rssPhase},
+		{"hint", b.hintPhase}, {"login", b.loginPhase}, {"burst", b.burstPhase}, {"master", b.masterPhase}}
 	for _, ph := range phases {
 		if !o.phases[ph.name] {
 			continue
@@ -89,21 +105,40 @@ func run(o *options) error {
 		if err := ph.fn(); err != nil {
 			return fmt.Errorf("%s: %w", ph.name, err)
 		}
-		fmt.Fprintf(os.Stderr, "   %s took %s\n", ph.name, time.Since(t0).Round(time.Second))
+		took := time.Since(t0)
+		b.rep.took(ph.name, took)
+		fmt.Fprintf(os.Stderr, "   %s took %s\n", ph.name, took.Round(time.Second))
 	}
 	return b.rep.writeTable()
 }
 
+// needHosts makes sure there are at least n host keys.
+func (b *bench) needHosts(n int) {
+	for len(b.hosts) < n {
+		_, hk, _ := ed25519.GenerateKey(rand.Reader)
+		s, _ := ssh.NewSignerFromKey(hk)
+		b.hosts = append(b.hosts, s)
+	}
+}
+
 func (b *bench) keep(p *proc, err error) (*proc, error) {
 	if err == nil {
-		b.procs = append(b.procs, p)
+		b.addProc(p)
 	}
 	return p, err
 }
 
+func (b *bench) addProc(p *proc) {
+	b.mu.Lock()
+	b.procs = append(b.procs, p)
+	b.mu.Unlock()
+}
+
 func (b *bench) stopProc(p *proc) {
 	p.stop()
+	b.mu.Lock()
 	b.procs = slices.DeleteFunc(b.procs, func(q *proc) bool { return q == p })
+	b.mu.Unlock()
 }
 
 func (b *bench) sshAgent(name string, nkeys int) (*proc, error) {
@@ -112,7 +147,7 @@ func (b *bench) sshAgent(name string, nkeys int) (*proc, error) {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		keys = append(keys, k)
 	}
-	return b.keep(startSSHAgent(name, b.dir, keys))
+	return b.keep(startSSHAgent(b.o.sshAgent, name, b.dir, keys))
 }
 
 func (b *bench) keyring() (*proc, error) {
@@ -138,11 +173,21 @@ func (b *bench) routes(n int, mount, role string) []route {
 }
 
 func (b *bench) warden(name, upstream string, auditOnDisk bool, sgn map[string]any, routes []route) (*proc, error) {
-	audit := filepath.Join(b.dir, name, "state", "warden", "audit.log")
-	if !auditOnDisk {
-		audit = filepath.Join(b.shm, name, "audit.log")
-	}
+	audit := b.auditPath(name, auditOnDisk)
 	return b.keep(startWarden(b.o.warden, b.dir, wardenSetup{name: name, upstream: upstream, audit: audit, signer: sgn, routes: routes}))
+}
+
+// auditPath is where the warden named name writes its audit log.
+func (b *bench) auditPath(name string, onDisk bool) string {
+	if onDisk {
+		return filepath.Join(b.dir, name, "state", "warden", "audit.log")
+	}
+	return filepath.Join(b.shm, name, "audit.log")
+}
+
+// wardenConfig is the agent.yaml of the warden named name.
+func (b *bench) wardenConfig(name string) string {
+	return filepath.Join(b.dir, name, "config", "agent.yaml")
 }
 
 // signTarget is one way of getting an ed25519 signature for a login.
@@ -356,223 +401,63 @@ func (b *bench) rssPhase() error {
 		if err != nil {
 			return err
 		}
-		var conns []net.Conn
-		var firstErr error
-		for range b.o.idle {
-			c, err := net.Dial("unix", t.p.socket)
-			if err == nil {
-				err = rawQuery(c)
-			}
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				continue
-			}
-			conns = append(conns, c)
+		held, release, err := holdIdle(t.p.socket, b.o.idle)
+		if err != nil {
+			return err
 		}
 		time.Sleep(300 * time.Millisecond)
 		after, err := rssKiB(t.p.pid())
-		for _, c := range conns {
-			c.Close()
-		}
+		release()
 		if err != nil {
 			return err
 		}
 		r := b.rep.base("rss", t.name)
-		r.Clients, r.RSSBefore, r.RSSAfter = len(conns), before, after
-		r.Errors = b.o.idle - len(conns)
-		if firstErr != nil {
-			r.FirstErr = firstErr.Error()
+		r.Clients, r.RSSBefore, r.RSSAfter = held.ok, before, after
+		r.Errors, r.FirstErr = b.o.idle-held.ok, held.firstErr
+		if held.ok > 0 {
+			r.PerConnKiB = float64(after-before) / float64(held.ok)
 		}
-		if len(conns) > 0 {
-			r.PerConnKiB = float64(after-before) / float64(len(conns))
-		}
-		r.Note = "each connection answered one query extension, then idle"
+		r.Note = fmt.Sprintf("each connection answered one query extension, then idle; held by processes of %d connections each (warden caps connections per peer process)", idlePerProc)
 		b.rep.add(r)
 	}
 	b.stopProc(w)
 	b.stopProc(kr)
 	b.stopProc(sa)
-	return nil
+	return b.rssRoutes()
 }
 
-// loginPhase times full `ssh host true` logins to a loopback sshd, through
-// warden (its cached certificate) and through ssh-agent (a plain key in
-// authorized_keys), alternating.
-func (b *bench) loginPhase() error {
-	u, err := user.Current()
+// rssRoutes reads the resident memory of an agent with -rss-routes routes
+// (local CA) before and after it issued every route's certificate: one
+// login (session-bind to the route's pinned host key, then List) each.
+func (b *bench) rssRoutes() error {
+	n := b.o.rssRoutes
+	b.needHosts(n)
+	w, err := b.warden("rss-routes", "none", false, nil, b.routes(n, "", ""))
 	if err != nil {
 		return err
 	}
-	caPath := filepath.Join(b.dir, "login-ca", "ca_ed25519")
-	ca, err := signer.OpenLocalCA(caPath, nil)
+	defer b.stopProc(w)
+	time.Sleep(200 * time.Millisecond)
+	before, err := rssKiB(w.pid())
 	if err != nil {
 		return err
 	}
-	caPub, err := ca.CAPublicKey(context.Background())
-	if err != nil {
-		return err
-	}
-	d, err := startSSHD(filepath.Join(b.dir, "sshd"), caPub, b.userPub)
-	if err != nil {
-		return err
-	}
-	defer d.stop()
-	sa, err := b.sshAgent("ssh-agent-login", 1)
-	if err != nil {
-		return err
-	}
-	w, err := b.warden("login", "none", true, map[string]any{"kind": "local", "local": map[string]any{"ca_key": caPath}},
-		[]route{{Name: "loopback", HostKeys: []string{d.hostKeyLine}, Principals: []string{u.Username}}})
-	if err != nil {
-		return err
-	}
-	targets := []struct {
-		name string
-		p    *proc
-		lat  []time.Duration
-		errs int
-		err  string
-	}{{name: "warden-cert", p: w}, {name: "ssh-agent", p: sa}}
-	for i := -2; i < b.o.logins; i++ { // two warm-up logins each
-		for j := range targets {
-			t := &targets[(i+j+2)%2] // alternate which goes first
-			t0 := time.Now()
-			err := d.login(u.Username, t.p.socket)
-			lat := time.Since(t0)
-			if i < 0 {
-				if err != nil {
-					return fmt.Errorf("%s warm-up login: %w", t.name, err)
-				}
-				continue
+	r := b.rep.base("rss", "warden-routes")
+	for i := range n {
+		if err := login(w.socket, b.hosts[i]); err != nil {
+			r.Errors++
+			if r.FirstErr == "" {
+				r.FirstErr = fmt.Sprintf("route %d: %v", i, err)
 			}
-			if err != nil {
-				t.errs++
-				if t.err == "" {
-					t.err = err.Error()
-				}
-				continue
-			}
-			t.lat = append(t.lat, lat)
 		}
 	}
-	certLogins := strings.Count(d.log.String(), "ED25519-CERT")
-	for _, t := range targets {
-		slices.Sort(t.lat)
-		s := &sample{Ops: len(t.lat), Errors: t.errs, FirstErr: t.err, Lat: t.lat}
-		r := b.rep.fromSample("login", t.name, s, nil, nil)
-		r.OpsPerSec = 0
-		r.Clients = 1
-		if t.name == "warden-cert" {
-			r.Note = "sshd accepted " + strconv.Itoa(certLogins) + " certificate logins in all (warm-up included)"
-			r.Audit = auditDisk
-		} else {
-			r.Note = "plain ed25519 key in authorized_keys"
-		}
-		b.rep.add(r)
-	}
-	b.stopProc(w)
-	b.stopProc(sa)
-	return nil
-}
-
-// sshd is a loopback OpenSSH server trusting one user CA and one key.
-type sshd struct {
-	p           *proc
-	port        int
-	dir         string
-	hostKeyLine string
-	log         *lockedBuffer
-}
-
-func (d *sshd) stop() { d.p.stop() }
-
-func startSSHD(dir string, userCA, userKey ssh.PublicKey) (*sshd, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	if os.Getuid() == 0 {
-		os.MkdirAll("/run/sshd", 0o755) // privilege separation directory
-	}
-	hk := filepath.Join(dir, "ssh_host_ed25519_key")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hk).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ssh-keygen: %v: %s", err, out)
-	}
-	pub, err := os.ReadFile(hk + ".pub")
+	time.Sleep(300 * time.Millisecond)
+	after, err := rssKiB(w.pid())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ca, ak := filepath.Join(dir, "user_ca.pub"), filepath.Join(dir, "authorized_keys")
-	os.WriteFile(ca, ssh.MarshalAuthorizedKey(userCA), 0o644)
-	os.WriteFile(ak, ssh.MarshalAuthorizedKey(userKey), 0o644)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cfg := filepath.Join(dir, "sshd_config")
-	conf := strings.Join([]string{
-		"Port " + strconv.Itoa(port), "ListenAddress 127.0.0.1", "HostKey " + hk, "PidFile none",
-		"TrustedUserCAKeys " + ca, "AuthorizedKeysFile " + ak, "AuthorizedPrincipalsFile none",
-		"UsePAM no", "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-		"PubkeyAuthentication yes", "PermitRootLogin prohibit-password", "LogLevel VERBOSE", "",
-	}, "\n")
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		return nil, err
-	}
-	sshdBin := "/usr/sbin/sshd"
-	if p, err := exec.LookPath("sshd"); err == nil {
-		sshdBin, _ = filepath.Abs(p)
-	}
-	d := &sshd{port: port, dir: dir, hostKeyLine: strings.TrimSpace(string(pub))}
-	cmd := exec.Command(sshdBin, "-D", "-e", "-f", cfg)
-	d.p = &proc{name: "sshd", cmd: cmd, exited: make(chan struct{}), log: &lockedBuffer{}}
-	d.log = d.p.log
-	cmd.Stdout, cmd.Stderr = d.log, d.log
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { cmd.Wait(); close(d.p.exited) }()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-d.p.exited:
-			return nil, fmt.Errorf("sshd exited:\n%s", d.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			d.stop()
-			return nil, fmt.Errorf("sshd did not listen:\n%s", d.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	kh := filepath.Join(dir, "known_hosts")
-	os.WriteFile(kh, []byte(fmt.Sprintf("[127.0.0.1]:%d %s\n", port, d.hostKeyLine)), 0o600)
-	sc := strings.Join([]string{
-		"Host *", "  IdentityFile " + filepath.Join(dir, "no-such-key"), "  UserKnownHostsFile " + kh,
-		"  GlobalKnownHostsFile /dev/null", "  StrictHostKeyChecking yes", "  UpdateHostKeys no", "  BatchMode yes",
-		"  PasswordAuthentication no", "  KbdInteractiveAuthentication no", "  ControlMaster no", "  ControlPath none",
-		"  ConnectTimeout 10", "  LogLevel ERROR", "",
-	}, "\n")
-	return d, os.WriteFile(filepath.Join(dir, "ssh_config"), []byte(sc), 0o600)
-}
-
-// login runs `ssh user@127.0.0.1 true` with agentSocket as the only source
-// of keys.
-func (d *sshd) login(user, agentSocket string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ssh", "-F", filepath.Join(d.dir, "ssh_config"), "-o", "IdentityAgent="+agentSocket,
-		"-p", strconv.Itoa(d.port), user+"@127.0.0.1", "true")
-	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK="+agentSocket)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ssh: %v: %s", err, strings.TrimSpace(string(out)))
-	}
+	r.Routes, r.Ops, r.RSSBefore, r.RSSAfter = n, n-r.Errors, before, after
+	r.Note = "VmRSS after issuing one certificate per route (local CA, audit on tmpfs); ops = certificates held"
+	b.rep.add(r)
 	return nil
 }

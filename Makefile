@@ -65,7 +65,7 @@ clean:
 ## release: warden-agent for every platform into dist/, with SHA256SUMS; reproducible
 ## (no cgo, -trimpath, no VCS stamp, empty build id: the same commit and Go give the same bytes)
 RELEASE_TARGETS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 freebsd/amd64
-RELEASE_FLAGS    = -trimpath -buildvcs=false -ldflags "-buildid= $(LDFLAGS)"
+RELEASE_FLAGS    = -trimpath -buildvcs=false -tags $(BUILD_TAGS) -ldflags "-buildid= $(LDFLAGS)"
 release:
 	rm -rf dist && mkdir -p dist
 	@set -e; for t in $(RELEASE_TARGETS); do \

@@ -126,7 +126,17 @@ func (c *conn) isSelfOrDescendant(sshPid int) bool {
 	if c.peer.Pid <= 1 {
 		return false // the platform gave no pid: fail closed
 	}
-	return sshPid == c.peer.Pid || descendantOf(c.s.cfg.ProcRoot, c.peer.Pid, sshPid)
+	if sshPid == c.peer.Pid {
+		return true
+	}
+	// The chain read when the peer connected holds the nearest ancestors;
+	// only a pid beyond it is looked up again.
+	for _, p := range c.peer.Chain {
+		if p.Pid == sshPid {
+			return true
+		}
+	}
+	return len(c.peer.Chain) >= maxChain && descendantOf(c.s.cfg.ProcRoot, c.peer.Pid, sshPid)
 }
 
 func orUnknown(s string) string {

@@ -24,7 +24,9 @@ if [ -n "${WARDEN_BIN:-}" ] && [ -z "$given" ]; then
 	set -- -warden "$WARDEN_BIN" "$@"
 elif [ -z "$given" ]; then
 	VERSION=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
-	"$GO" build -trimpath -ldflags "-X main.version=$VERSION" -o "$BIN/warden-agent" ./cmd/warden-agent
+	# As `make build` and `make release` build it: static, without
+	# urfave/cli's man generator.
+	CGO_ENABLED=0 "$GO" build -trimpath -tags urfave_cli_no_docs -ldflags "-X main.version=$VERSION" -o "$BIN/warden-agent" ./cmd/warden-agent
 	set -- -warden "$BIN/warden-agent" "$@"
 fi
 "$GO" build -trimpath -o "$BIN/warden-bench" ./cmd/warden-bench

@@ -332,13 +332,14 @@ func (c *conn) handleExtension(body []byte) []byte {
 		return replyFailure
 	}
 	var handler func([]byte) ([]byte, error)
+	act := actExtension
 	switch name {
 	case extSessionBind:
 		return c.sessionBind(contents, body)
 	case extQuery:
 		return c.queryReply()
 	case ExtHint:
-		handler = c.hint
+		handler, act = c.hint, actHint
 	case ExtStatus:
 		handler = func([]byte) ([]byte, error) { return c.status() }
 	case ExtSignCert:
@@ -349,7 +350,7 @@ func (c *conn) handleExtension(body []byte) []byte {
 		}
 		return c.forward(body, c.s.cfg.UpstreamTimeout)
 	}
-	if err := c.permit(actExtension); err != nil {
+	if err := c.permit(act); err != nil {
 		return c.refused(msgExtension, fmt.Errorf("%s: %w", name, err))
 	}
 	reply, err := handler(contents)

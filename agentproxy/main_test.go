@@ -15,6 +15,14 @@ import (
 // runs each in a child, which is also the same executable as the agent
 // under test (as warden-agent hint is the same as warden-agent run).
 func TestMain(m *testing.M) {
+	if sock := os.Getenv("WARDEN_TEST_STATUS_SOCKET"); sock != "" {
+		var reply json.RawMessage
+		if err := CallExtension(sock, ExtStatus, struct{}{}, &reply, 30*time.Second); err != nil {
+			os.Stderr.WriteString(err.Error())
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
 	if sock := os.Getenv("WARDEN_TEST_HINT_SOCKET"); sock != "" {
 		port, _ := strconv.Atoi(os.Getenv("WARDEN_TEST_HINT_PORT"))
 		var reply HintReply
@@ -34,7 +42,14 @@ func TestMain(m *testing.M) {
 // test binary, naming the child's own pid, and returns the reply.
 func hintFromChild(t testing.TB, socket, user, host string) (HintReply, error) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	return hintFromProgram(t, os.Args[0], socket, user, host)
+}
+
+// hintFromProgram is hintFromChild with the child running program (a
+// copy of this test binary).
+func hintFromProgram(t testing.TB, program, socket, user, host string) (HintReply, error) {
+	t.Helper()
+	cmd := exec.Command(program, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "WARDEN_TEST_HINT_SOCKET="+socket, "WARDEN_TEST_HINT_USER="+user,
 		"WARDEN_TEST_HINT_HOST="+host, "WARDEN_TEST_HINT_PORT=22")
 	out, err := cmd.Output()

@@ -190,11 +190,20 @@ func runsThisExecutable(procRoot string, pid int) bool {
 	if err != nil {
 		return false
 	}
+	return runsFile(procRoot, pid, self)
+}
+
+// runsFile reports whether process pid runs the file want (device and
+// inode), as runsThisExecutable does for this program's own.
+func runsFile(procRoot string, pid int, want os.FileInfo) bool {
+	if pid <= 1 || want == nil {
+		return false
+	}
 	fi, err := statExecutable(procRoot, pid)
 	if err != nil {
 		return false
 	}
-	return os.SameFile(self, fi)
+	return os.SameFile(want, fi)
 }
 
 // ChainString renders the chain as `ssh(4242) ← git(4240) ← zsh(100)`.

@@ -3,7 +3,6 @@ package agentproxy
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +11,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/netkingdom/ops-warden/internal/hintcall"
 )
 
 // Extensions warden adds to the agent protocol (PROTOCOL.agent §
@@ -19,36 +20,20 @@ import (
 // replies carry JSON; a reply is SSH_AGENT_SUCCESS followed by the JSON.
 const (
 	// ExtHint tells the agent what an ssh process is about to connect to.
-	ExtHint = "hint@ops-warden.netkingdom"
+	ExtHint = hintcall.ExtName
 	// extQuery lists the extensions this agent supports (OpenSSH 10.3).
 	extQuery = "query"
 )
 
-// HintRequest is sent by `warden-agent hint` from ssh's Match exec.
-type HintRequest struct {
-	SSHPid int    `json:"ssh_pid"`
-	User   string `json:"user"`
-	Host   string `json:"host"`
-	Port   int    `json:"port"`
-}
-
-// HintReply says whether the agent will serve a certificate for the hint.
-type HintReply struct {
-	// OK is false when the target is refused; Error then says why and how
-	// to fix it.
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-	// Route is the catalog route chosen, empty when none matches.
-	Route     string `json:"route,omitempty"`
-	Principal string `json:"principal,omitempty"`
-	// Serial is the certificate ready for the login, when one was issued.
-	Serial string `json:"serial,omitempty"`
-	// Note explains an OK reply that issues nothing (no route, ssh -G).
-	Note string `json:"note,omitempty"`
-}
+// HintRequest is sent by `warden-agent hint` and `warden-hint` from ssh's
+// Match exec; HintReply is the answer.
+type (
+	HintRequest = hintcall.Request
+	HintReply   = hintcall.Reply
+)
 
 // ErrNoAgent means nothing answers on the socket.
-var ErrNoAgent = errors.New("no agent is running")
+var ErrNoAgent = hintcall.ErrNoAgent
 
 // maxReply bounds replies read by CallExtension.
 const maxReply = MaxMessageSize

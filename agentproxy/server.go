@@ -139,6 +139,10 @@ type Config struct {
 	LocalUser string
 	// ProcRoot is /proc (tests may point elsewhere).
 	ProcRoot string
+	// HintProgram is the warden-hint program installed beside warden-agent
+	// (empty when there is none): the agent takes the hint extension from
+	// a process running that file, besides from its own program.
+	HintProgram string
 	// Version is reported by status.
 	Version string
 	// FrameTimeout bounds how long the rest of a message may take once

@@ -3,6 +3,7 @@ package agentproxy
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -54,8 +55,10 @@ func (c *conn) trust() trustClass {
 type action int
 
 const (
-	// actExtension: warden's own extensions (hint, status, sign-cert).
+	// actExtension: warden's own extensions (status, sign-cert).
 	actExtension action = iota
+	// actHint: the hint extension, which warden-hint may send too.
+	actHint
 	// actAddKey: add a key or a PKCS#11 provider to the user's agent.
 	actAddKey
 	// actRemoveKey: remove keys, one or all, or a PKCS#11 provider.
@@ -73,12 +76,12 @@ var errNotPermitted = errors.New("not permitted on this connection")
 func (c *conn) permit(a action) error {
 	class := c.trust()
 	switch a {
-	case actExtension:
+	case actExtension, actHint:
 		if class != trustUnbound {
 			return fmt.Errorf("%w: warden's extensions are refused on a %s connection", errNotPermitted, class)
 		}
-		if !c.s.isWardenProgram(c.peer) {
-			return fmt.Errorf("%w: warden's extensions answer only the warden-agent program (caller %s)", errNotPermitted, orUnknown(c.peer.Exe))
+		if !c.s.isWardenProgram(c.peer) && !(a == actHint && c.s.isHintProgram(c.peer)) {
+			return fmt.Errorf("%w: warden's extensions answer only the warden-agent program (and the hint its warden-hint) (caller %s)", errNotPermitted, orUnknown(c.peer.Exe))
 		}
 	case actAddKey:
 		if class == trustForwarded || class == trustTainted {
@@ -116,6 +119,21 @@ func (c *conn) peerIsSSHClient() bool {
 // pid the platform does not give.
 func (s *Server) isWardenProgram(p Peer) bool {
 	return runsThisExecutable(s.cfg.ProcRoot, p.Pid)
+}
+
+// isHintProgram reports whether p runs the warden-hint program named by
+// Config.HintProgram (installed beside warden-agent): the same check by
+// device and inode, against the file at that path now, so an upgrade that
+// replaces both programs keeps working. It speaks only the hint.
+func (s *Server) isHintProgram(p Peer) bool {
+	if s.cfg.HintProgram == "" {
+		return false
+	}
+	fi, err := os.Stat(s.cfg.HintProgram)
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	return runsFile(s.cfg.ProcRoot, p.Pid, fi)
 }
 
 // isSelfOrDescendant reports whether the ssh pid a hint names is the

@@ -27,6 +27,8 @@ elif [ -z "$given" ]; then
 	# As `make build` and `make release` build it: static, without
 	# urfave/cli's man generator.
 	CGO_ENABLED=0 "$GO" build -trimpath -tags urfave_cli_no_docs -ldflags "-X main.version=$VERSION" -o "$BIN/warden-agent" ./cmd/warden-agent
+	# beside it, as `make install` puts it: the ssh-config block runs it
+	CGO_ENABLED=0 "$GO" build -trimpath -o "$BIN/warden-hint" ./cmd/warden-hint
 	set -- -warden "$BIN/warden-agent" "$@"
 fi
 "$GO" build -trimpath -o "$BIN/warden-bench" ./cmd/warden-bench

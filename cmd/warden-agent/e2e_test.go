@@ -1212,7 +1212,12 @@ func TestE2ECommands(t *testing.T) {
 
 	sock := filepath.Join(e.dir, "s", "agent.sock")
 	block := e.mustWarden("ssh-config", "--socket", sock)
-	wantExec := fmt.Sprintf(`Match final exec "%s hint --socket %s --user %%r --host %%h --port %%p"`, wardenExe, sock)
+	// warden-hint is installed beside warden-agent (TestMain): the block
+	// runs it, and `warden-agent hint` when it is not there.
+	wantExec := fmt.Sprintf(`Match final exec "%s --socket %s --user %%r --host %%h --port %%p"`, filepath.Join(filepath.Dir(wardenExe), "warden-hint"), sock)
+	if os.Getenv("WARDEN_E2E_EXE") != "" {
+		wantExec = fmt.Sprintf(`Match final exec "%s hint --socket %s --user %%r --host %%h --port %%p"`, wardenExe, sock)
+	}
 	if !strings.Contains(block, wantExec) {
 		t.Errorf("ssh-config:\n%s\nwant the line\n%s", block, wantExec)
 	}
@@ -1229,5 +1234,15 @@ func TestE2ECommands(t *testing.T) {
 	}
 	if r.stdout != "" {
 		t.Errorf("hint printed on stdout: %q", r.stdout)
+	}
+	// warden-hint says the same.
+	if hint := filepath.Join(filepath.Dir(wardenExe), "warden-hint"); os.Getenv("WARDEN_E2E_EXE") == "" {
+		r := e.run(nil, hint, "--socket", sock, "--ssh-pid", strconv.Itoa(os.Getpid()), "--user", "root", "--host", "example.com", "--port", "22")
+		if r.code != 1 || !strings.Contains(r.stderr, "not running") || !strings.Contains(r.stderr, sock) || r.stdout != "" {
+			t.Errorf("warden-hint with the agent down: want exit 1 and \"not running on %s\" on stderr, got %s", sock, r)
+		}
+		if r := e.run(nil, hint, "--user", "root"); r.code != 2 || !strings.Contains(r.stderr, "usage: warden-hint") {
+			t.Errorf("warden-hint without --host: want exit 2 and its usage, got %s", r)
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/netkingdom/ops-warden/internal/hintcall"
 )
 
 // TestHintFastPathParsesAsTheApp: for every command line the fast path
@@ -46,7 +48,7 @@ func TestHintFastPathParsesAsTheApp(t *testing.T) {
 		t.Setenv("WARDEN_SOCKET", env)
 		for _, c := range cases {
 			args := hoistGlobalFlags(append([]string{"warden-agent"}, strings.Fields(c.line)...))
-			got, fast := parseHintArgs(args)
+			got, fast := hintcall.Parse(args)
 			if fast != c.fast {
 				t.Errorf("%q (WARDEN_SOCKET=%q): fast path %v, want %v", c.line, env, fast, c.fast)
 				continue
@@ -66,7 +68,7 @@ func TestHintFastPathParsesAsTheApp(t *testing.T) {
 
 // appHintArgs runs args through the full app with the hint's action
 // replaced by one that returns what the action would have used.
-func appHintArgs(t *testing.T, args []string) (got hintArgs, ran bool) {
+func appHintArgs(t *testing.T, args []string) (got hintcall.Args, ran bool) {
 	t.Helper()
 	app := newApp()
 	app.Writer, app.ErrWriter = io.Discard, io.Discard

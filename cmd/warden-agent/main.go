@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/netkingdom/ops-warden/internal/hintcall"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -20,10 +22,10 @@ func main() {
 
 // runCLI runs the command line args (os.Args). The hint, which ssh runs
 // before every connection, skips building the urfave/cli app when its
-// command line is a plain one (parseHintArgs).
+// command line is a plain one (hintcall.Parse).
 func runCLI(args []string) error {
 	args = hoistGlobalFlags(args)
-	if a, ok := parseHintArgs(args); ok {
+	if a, ok := hintcall.Parse(args); ok {
 		return runHint(a)
 	}
 	return newApp().Run(args)

@@ -58,6 +58,16 @@ func runTests(m *testing.M) int {
 		}
 	}
 	wardenExe = exe
+	// warden-hint beside it, as `make install` puts it: ssh-config then
+	// prints it in the Match block, and the agent takes hints from it.
+	if os.Getenv("WARDEN_E2E_EXE") == "" {
+		build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "warden-hint"), "github.com/netkingdom/ops-warden/cmd/warden-hint")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "TestMain: build warden-hint: %v\n%s", err, out)
+			return 1
+		}
+	}
 	os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	return m.Run()
 }

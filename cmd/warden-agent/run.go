@@ -153,6 +153,7 @@ func runAgent(c *cli.Context) error {
 		SocketPath:   cfg.Socket,
 		ListDeadline: time.Duration(cfg.ListDeadline),
 		LocalUser:    localUser(),
+		HintProgram:  hintProgram(),
 		Version:      version,
 		StatusExtra:  statusExtra(iss, obs, health, src, rec),
 	})

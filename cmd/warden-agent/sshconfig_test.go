@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/netkingdom/ops-warden/internal/hintcall"
 )
 
 // TestSSHConfigShells: the block `warden-agent ssh-config` prints works
@@ -67,7 +69,13 @@ func TestSSHConfigShells(t *testing.T) {
 			if r.code != 0 || !strings.Contains(r.stdout, "identityagent "+a.socket) {
 				t.Fatalf("ssh -G with SHELL=%s: the Match block did not apply (want identityagent %s): %s", path, a.socket, r)
 			}
-			recs = a.audit(t)
+			// A hint record is best effort, written within 10 ms when no
+			// durable record follows it (as here, with nothing issued).
+			for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if recs = a.audit(t); len(hintsFor(recs, pid)) == 1 || time.Now().After(deadline) {
+					break
+				}
+			}
 			if len(hintsFor(recs, pid)) != 1 {
 				t.Errorf("ssh -G with SHELL=%s: no hint record with ssh_pid %d: %v", path, pid, events(recs, "hint"))
 			}
@@ -136,7 +144,7 @@ func TestMatchExecSSHPid(t *testing.T) {
 		{500, 500, "a shell whose parent is init is not skipped"},
 		{999, 999, "a vanished parent is named as is; the agent refuses it"},
 	} {
-		if got := matchExecSSHPid(root, c.parent); got != c.want {
+		if got := hintcall.MatchExecSSHPid(root, c.parent); got != c.want {
 			t.Errorf("%s: matchExecSSHPid(%d) = %d, want %d", c.why, c.parent, got, c.want)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -30,7 +31,18 @@ func (b *bench) hintPhase() error {
 	}
 	defer b.stopProc(w)
 	audit := b.auditPath("hint", true)
-	line := fmt.Sprintf("%s hint --socket %s --user %s --host %s --port 22", shellQuote(b.o.warden), shellQuote(w.socket), principal, hintHost)
+	// The command the Match block of `warden-agent ssh-config` runs:
+	// warden-hint when it is installed beside warden-agent, else
+	// `warden-agent hint`.
+	out, err := exec.Command(b.o.warden, "--config", b.wardenConfig("hint"), "ssh-config", "--socket", w.socket).Output()
+	if err != nil {
+		return fmt.Errorf("warden-agent ssh-config: %w", err)
+	}
+	m := regexp.MustCompile(`Match final exec "([^"]+)"`).FindSubmatch(out)
+	if m == nil {
+		return fmt.Errorf("warden-agent ssh-config printed no Match exec line:\n%s", out)
+	}
+	line := strings.NewReplacer("%r", principal, "%h", hintHost, "%p", "22").Replace(string(m[1]))
 	pace := &pacer{}
 	pace.wait(1)
 	if r := runShell(line); r.err != nil {
@@ -68,7 +80,7 @@ func (b *bench) hintPhase() error {
 	hint.agentCPU = c1 - c0
 	r := hint.record(b.rep, "hint", "warden-agent hint")
 	r.Clients, r.Audit = 1, auditDisk
-	r.Note = "/bin/sh -c 'warden-agent hint --socket S --user deploy --host H --port 22', certificate cached; client CPU = the shell's rusage incl. the hint; agent CPU per hint"
+	r.Note = "/bin/sh -c '" + line + "' (the Match exec line of `warden-agent ssh-config`), certificate cached; client CPU = the shell's rusage incl. the hint; agent CPU per hint"
 	b.rep.add(r)
 	r = tru.record(b.rep, "hint", "/bin/true")
 	r.Clients, r.AgentCPU = 1, 0

@@ -132,8 +132,8 @@ func (r *reporter) writeGoals(b *strings.Builder, sign func(target, audit string
 	var gs []goal
 	wall, cpu, ok := r.hintDiff()
 	gs = append(gs,
-		limitGoal("`warden-agent hint` − `/bin/true`, p50 wall", wall, ok, 5, "ms", false),
-		limitGoal("`warden-agent hint` − `/bin/true`, mean CPU (user+sys, children incl.)", cpu, ok, 3, "ms", false),
+		limitGoal("hint (the ssh-config Match exec line) − `/bin/true`, p50 wall", wall, ok, 5, "ms", false),
+		limitGoal("hint (the ssh-config Match exec line) − `/bin/true`, mean CPU (user+sys, children incl.)", cpu, ok, 3, "ms", false),
 		ratioGoal("ssh login median, warden (with the ssh-config block) / ssh-agent, 1 client", r.loginMedian("warden-cert", 1), r.loginMedian("ssh-agent", 1), 1.02, false))
 	if n := r.burstSize(); n > 0 {
 		gs = append(gs,
@@ -216,7 +216,7 @@ func (r *reporter) writeGoals(b *strings.Builder, sign func(target, audit string
 func (r *reporter) writeSSH(b *strings.Builder) {
 	ms := func(us float64) string { return fmt.Sprintf("%.1f", us/1e3) }
 	if h := r.find(func(x *record) bool { return x.Bench == "hint" }); h != nil {
-		b.WriteString("## `warden-agent hint` as ssh's Match exec runs it (`/bin/sh -c`, sequential, interleaved with `/bin/sh -c /bin/true`)\n\n" +
+		b.WriteString("## The hint as ssh's Match exec runs it (the line `warden-agent ssh-config` prints: `warden-hint` when installed beside warden-agent) (`/bin/sh -c`, sequential, interleaved with `/bin/sh -c /bin/true`)\n\n" +
 			"| process | runs | p50 ms | p90 ms | mean client CPU ms | agent CPU ms per run | errors |\n|---|--:|--:|--:|--:|--:|--:|\n")
 		for _, rec := range r.recs {
 			if rec.Bench == "hint" {

@@ -48,8 +48,8 @@ func TestGoalsTableMarksUnmeasuredGoals(t *testing.T) {
 	r.writeGoals(&b, func(string, string, int) agg { return agg{} }, nil)
 	out := b.String()
 	for _, want := range []string{
-		"| `warden-agent hint` − `/bin/true`, p50 wall | 7.00 ms | ≤ 5 ms | **no** |",
-		"| `warden-agent hint` − `/bin/true`, mean CPU (user+sys, children incl.) | 5.00 ms | ≤ 3 ms | **no** |",
+		"| hint (the ssh-config Match exec line) − `/bin/true`, p50 wall | 7.00 ms | ≤ 5 ms | **no** |",
+		"| hint (the ssh-config Match exec line) − `/bin/true`, mean CPU (user+sys, children incl.) | 5.00 ms | ≤ 3 ms | **no** |",
 		"| ssh login, warden / ssh-agent, 200 concurrent | — | ≤ 1.02× | not measured |",
 		"| warden RSS holding 100 routes' certificates | — | < 32 MiB | not measured |",
 	} {

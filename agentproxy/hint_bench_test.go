@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -30,31 +29,10 @@ import (
 // trust_test.go).
 func benchHintEnv(b *testing.B) *testEnv {
 	b.Helper()
-	dir := os.Getenv("WARDEN_BENCH_AUDIT_DIR")
-	if dir == "" {
-		dir = b.TempDir()
-	}
-	d, err := os.MkdirTemp(dir, "warden-bench-hint-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(d, "audit.log")
-	l, err := audit.Open(audit.Options{Path: path})
-	if err != nil {
-		b.Fatal(err)
-	}
 	// Registered before startServer's cleanup, so it runs after it: the
 	// server has written everything before the log is closed and verified.
-	b.Cleanup(func() {
-		l.Close()
-		if res, err := audit.Verify(path); err != nil {
-			b.Errorf("audit log does not verify: %v", err)
-		} else if res.Records == 0 {
-			b.Errorf("audit log is empty")
-		}
-		os.RemoveAll(d)
-	})
-	env := startServer(b, func(cfg *Config, _ *catalog.Catalog) { cfg.Recorder = benchRecorder{l} })
+	rec := openBenchAuditIn(b, "")
+	env := startServer(b, func(cfg *Config, _ *catalog.Catalog) { cfg.Recorder = rec })
 	env.srv.hintRate = audit.NewLimiter(1e9, 1e9)
 	return env
 }

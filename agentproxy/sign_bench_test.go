@@ -56,13 +56,22 @@ func (r benchRecorder) Head() string { _, h := r.log.Head(); return h }
 // the benchmark is done, that the whole chain verifies.
 func openBenchAudit(b *testing.B) benchRecorder {
 	b.Helper()
-	dir := os.Getenv("WARDEN_BENCH_AUDIT_DIR")
+	dir := ""
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		dir = "/dev/shm"
+	}
+	return openBenchAuditIn(b, dir)
+}
+
+// openBenchAuditIn is openBenchAudit with the log under dir (a test
+// directory on disk when dir is "") unless WARDEN_BENCH_AUDIT_DIR says.
+func openBenchAuditIn(b *testing.B, dir string) benchRecorder {
+	b.Helper()
+	if env := os.Getenv("WARDEN_BENCH_AUDIT_DIR"); env != "" {
+		dir = env
+	}
 	if dir == "" {
-		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-			dir = "/dev/shm"
-		} else {
-			dir = b.TempDir()
-		}
+		dir = b.TempDir()
 	}
 	d, err := os.MkdirTemp(dir, "warden-bench-audit-")
 	if err != nil {

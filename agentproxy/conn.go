@@ -61,10 +61,6 @@ type conn struct {
 	// records limits the audit records this connection's peer can cause
 	// (binds, refusals, hints, upstream use).
 	records *audit.Limiter
-	// upstreamExts are the extensions the upstream agent said it supports
-	// (query), asked once per connection.
-	upstreamExts []string
-	askedExts    bool
 
 	mu sync.Mutex // guards up and bindMsgs
 	up *upstream

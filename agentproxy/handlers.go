@@ -393,24 +393,37 @@ func (c *conn) queryReply() []byte {
 	return out
 }
 
-// upstreamExtensions asks the upstream agent's "query" once per
-// connection. An agent without it (OpenSSH before 10.3) has none to add.
+// upstreamExtensions returns the extensions the upstream agent lists in
+// its "query" answer. They are the agent program's, not a connection's,
+// so they are asked at most once per upstreamExtsTTL for all connections,
+// on a connection of their own that is closed at once: a query does not
+// leave its client connection holding an upstream one. An agent without
+// "query" (OpenSSH before 10.3) has none to add.
 func (c *conn) upstreamExtensions() []string {
-	if c.askedExts {
-		return c.upstreamExts
+	s := c.s
+	s.upExtsMu.Lock()
+	defer s.upExtsMu.Unlock()
+	if !s.upExtsAt.IsZero() && time.Since(s.upExtsAt) < upstreamExtsTTL {
+		return s.upExts
 	}
-	c.askedExts = true
-	up, err := c.upstreamAgent()
+	if s.cfg.Upstream == "" {
+		return nil
+	}
+	up, err := dialUpstream(s.cfg.Upstream, s.cfg.UpstreamTimeout)
 	if err != nil {
 		return nil
 	}
+	defer up.close()
 	reply, err := up.Extension(extQuery, nil)
 	if err != nil {
 		return nil
 	}
-	c.upstreamExts = parseQueryReply(reply)
-	return c.upstreamExts
+	s.upExts, s.upExtsAt = parseQueryReply(reply), time.Now()
+	return s.upExts
 }
+
+// upstreamExtsTTL is how long the upstream agent's query answer is kept.
+const upstreamExtsTTL = 10 * time.Second
 
 // maxQueryNames bounds the names taken from an upstream query reply.
 const maxQueryNames = 64

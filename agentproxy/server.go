@@ -185,6 +185,11 @@ type Server struct {
 	// upstreamDown is set once an unreachable upstream was logged, until
 	// it answers again.
 	upstreamDown atomic.Bool
+
+	// The upstream agent's query answer (upstreamExtensions).
+	upExtsMu sync.Mutex
+	upExts   []string
+	upExtsAt time.Time
 	// perPid counts open connections by peer pid (connMu).
 	perPid map[int]int
 

@@ -47,7 +47,7 @@ func (t procfs) path(pid int, name string) string {
 }
 
 func (t procfs) proc(pid int) (procInfo, error) {
-	data, err := readBounded(t.path(pid, "stat"))
+	data, err := readStat(t.path(pid, "stat"))
 	if err != nil {
 		return procInfo{}, err
 	}
@@ -96,6 +96,28 @@ func readBounded(path string) ([]byte, error) {
 		buf = buf[:len(buf)+n]
 	}
 	return buf, nil
+}
+
+// readStat reads a /proc/PID/stat file. The kernel produces it whole in
+// one read (a single seq_file record of a few hundred bytes), so a read
+// that does not fill the buffer is all of it: three system calls, not
+// four, for each process of every connection's parent chain. A file that
+// fills the buffer is read on by readBounded.
+func readStat(path string) ([]byte, error) {
+	fd, err := openRetry(path)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	buf := make([]byte, 1024)
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	switch {
+	case err == unix.EINTR || (err == nil && n == len(buf)):
+		return readBounded(path)
+	case err != nil:
+		return nil, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return buf[:n], nil
 }
 
 func openRetry(path string) (int, error) {

@@ -226,6 +226,19 @@ func (r auditRecord) str(k string) string {
 	return s
 }
 
+// auditOnce reads the audit log until done says it holds what the test
+// waits for, for up to 3 s: a best-effort record (hint, upstream.used)
+// that no durable record follows is written within 10 ms, not before the
+// command that caused it returns.
+func (a *agentProc) auditOnce(t *testing.T, done func([]auditRecord) bool) []auditRecord {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if recs := a.audit(t); done(recs) || time.Now().After(deadline) {
+			return recs
+		}
+	}
+}
+
 // audit reads the agent's audit log.
 func (a *agentProc) audit(t *testing.T) []auditRecord {
 	t.Helper()

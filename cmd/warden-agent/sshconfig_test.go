@@ -69,13 +69,8 @@ func TestSSHConfigShells(t *testing.T) {
 			if r.code != 0 || !strings.Contains(r.stdout, "identityagent "+a.socket) {
 				t.Fatalf("ssh -G with SHELL=%s: the Match block did not apply (want identityagent %s): %s", path, a.socket, r)
 			}
-			// A hint record is best effort, written within 10 ms when no
-			// durable record follows it (as here, with nothing issued).
-			for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				if recs = a.audit(t); len(hintsFor(recs, pid)) == 1 || time.Now().After(deadline) {
-					break
-				}
-			}
+			// Nothing durable follows this hint's record (nothing issued).
+			recs = a.auditOnce(t, func(recs []auditRecord) bool { return len(hintsFor(recs, pid)) >= 1 })
 			if len(hintsFor(recs, pid)) != 1 {
 				t.Errorf("ssh -G with SHELL=%s: no hint record with ssh_pid %d: %v", path, pid, events(recs, "hint"))
 			}

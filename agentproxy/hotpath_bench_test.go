@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -109,10 +110,34 @@ func BenchmarkSignProxied(b *testing.B) {
 	})
 }
 
-// BenchmarkSignKeyring is the floor warden's cached-certificate signature
-// (BenchmarkSignCachedCert) is compared with: x/crypto's keyring served by
-// agent.ServeAgent on a Unix socket, one client, the same ed25519 work.
-func BenchmarkSignKeyring(b *testing.B) {
+// BenchmarkSignKeyringParallel is BenchmarkSignKeyring with the clients
+// of BenchmarkSignCachedCertParallel, one connection each.
+func BenchmarkSignKeyringParallel(b *testing.B) {
+	sock, key := keyringServer(b)
+	host := newHostKey(b)
+	b.SetParallelism(4)
+	var signers []*rawSigner
+	for i := 0; i < 4*runtimeProcs(); i++ {
+		sid := randomSID(b)
+		signers = append(signers, newRawSigner(dialRaw(b, sock), key.PublicKey(), userauthData(sid, "deploy", key.PublicKey(), host.PublicKey())))
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		s := signers[next.Add(1)-1]
+		for pb.Next() {
+			if err := s.sign(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// keyringServer serves x/crypto's keyring holding one ed25519 key on a
+// Unix socket, as agent.ServeAgent does for each connection.
+func keyringServer(b *testing.B) (string, ssh.Signer) {
 	_, priv, _ := ed25519.GenerateKey(nil)
 	kr := agent.NewKeyring()
 	if err := kr.Add(agent.AddedKey{PrivateKey: priv}); err != nil {
@@ -134,6 +159,14 @@ func BenchmarkSignKeyring(b *testing.B) {
 		}
 	}()
 	key, _ := ssh.NewSignerFromKey(priv)
+	return sock, key
+}
+
+// BenchmarkSignKeyring is the floor warden's cached-certificate signature
+// (BenchmarkSignCachedCert) is compared with: x/crypto's keyring served by
+// agent.ServeAgent on a Unix socket, one client, the same ed25519 work.
+func BenchmarkSignKeyring(b *testing.B) {
+	sock, key := keyringServer(b)
 	host := newHostKey(b)
 	sid := randomSID(b)
 	s := newRawSigner(dialRaw(b, sock), key.PublicKey(), userauthData(sid, "deploy", key.PublicKey(), host.PublicKey()))

@@ -108,6 +108,9 @@ func writeWithLength(w io.Writer, body []byte) error {
 // buffer is read with its length in one system call.
 func (c *conn) readFrame() ([]byte, error) {
 	c.busy.Store(false)
+	if c.stopping.Load() { // a request sent ahead is not started on the way out
+		return nil, io.EOF
+	}
 	if c.rpos > 0 && c.frameBuf != nil { // keep what is buffered at the start
 		c.rend = copy(c.frameBuf[:], c.frameBuf[c.rpos:c.rend])
 		c.rpos = 0

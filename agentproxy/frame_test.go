@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/netkingdom/ops-warden/catalog"
+	"github.com/netkingdom/ops-warden/internal/hintcall"
 )
 
 // TestRouterFrameBoundaries: the frame reader answers every frame once,
@@ -71,5 +72,13 @@ func TestRouterFrameBoundaries(t *testing.T) {
 	got := upLog.snapshot()
 	if len(got) != 1 || len(got[0]) != 3 || !bytes.Equal(got[0][0], unknown) || !bytes.Equal(got[0][1], big) || !bytes.Equal(got[0][2], unknown) {
 		t.Fatalf("upstream received %d connections; frames not passed unchanged", len(got))
+	}
+}
+
+// TestClientReadsWhatTheAgentMaySend: the extension client's reply bound
+// is the agent's message bound.
+func TestClientReadsWhatTheAgentMaySend(t *testing.T) {
+	if hintcall.MaxReply != MaxMessageSize {
+		t.Fatalf("hintcall.MaxReply %d, agentproxy.MaxMessageSize %d", hintcall.MaxReply, MaxMessageSize)
 	}
 }

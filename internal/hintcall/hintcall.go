@@ -49,8 +49,8 @@ type Reply struct {
 // ErrNoAgent means nothing answers on the socket.
 var ErrNoAgent = errors.New("no agent is running")
 
-// maxReply bounds the agent's reply to a hint.
-const maxReply = 64 << 10
+// MaxReply bounds an extension reply the client reads.
+const MaxReply = 256 << 10 // agentproxy.MaxMessageSize
 
 // Agent protocol message numbers (PROTOCOL.agent).
 const (
@@ -59,50 +59,61 @@ const (
 	msgExtension = 27
 )
 
-// Call sends req to the agent on socket and returns its reply.
+// Call sends a hint to the agent on socket and returns its reply.
 func Call(socket string, req Request, timeout time.Duration) (Reply, error) {
 	var reply Reply
+	err := CallExtension(socket, ExtName, req, &reply, timeout)
+	return reply, err
+}
+
+// CallExtension sends one warden extension request over the agent socket
+// and decodes the JSON reply (SSH_AGENT_SUCCESS, then JSON) into reply,
+// unless reply is nil. It is the client half of every warden extension.
+func CallExtension(socket, name string, req, reply any, timeout time.Duration) error {
 	c, err := net.DialTimeout("unix", socket, timeout)
 	if err != nil {
-		return reply, fmt.Errorf("%w on %s: %v", ErrNoAgent, socket, err)
+		return fmt.Errorf("%w on %s: %v", ErrNoAgent, socket, err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
 	body, err := json.Marshal(req)
 	if err != nil {
-		return reply, err
+		return err
 	}
-	msg := make([]byte, 0, 9+len(ExtName)+len(body))
-	msg = binary.BigEndian.AppendUint32(msg, uint32(1+4+len(ExtName)+len(body)))
+	msg := make([]byte, 0, 9+len(name)+len(body))
+	msg = binary.BigEndian.AppendUint32(msg, uint32(1+4+len(name)+len(body)))
 	msg = append(msg, msgExtension)
-	msg = binary.BigEndian.AppendUint32(msg, uint32(len(ExtName)))
-	msg = append(append(msg, ExtName...), body...)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(len(name)))
+	msg = append(append(msg, name...), body...)
 	if _, err := c.Write(msg); err != nil {
-		return reply, fmt.Errorf("agent on %s: %w", socket, err)
+		return fmt.Errorf("agent on %s: %w", socket, err)
 	}
 	var hdr [4]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return reply, fmt.Errorf("agent on %s: %w", socket, err)
+		return fmt.Errorf("agent on %s: %w", socket, err)
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > maxReply {
-		return reply, fmt.Errorf("agent on %s: reply of %d bytes", socket, n)
+	if n == 0 || n > MaxReply {
+		return fmt.Errorf("agent on %s: reply of %d bytes", socket, n)
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(c, buf); err != nil {
-		return reply, fmt.Errorf("agent on %s: %w", socket, err)
+		return fmt.Errorf("agent on %s: %w", socket, err)
 	}
 	switch buf[0] {
 	case msgSuccess:
 	case msgFailure:
-		return reply, fmt.Errorf("agent on %s does not support %s (is it warden-agent?)", socket, ExtName)
+		return fmt.Errorf("agent on %s does not support %s (is it warden-agent?)", socket, name)
 	default:
-		return reply, fmt.Errorf("agent on %s refused %s", socket, ExtName)
+		return fmt.Errorf("agent on %s refused %s", socket, name)
 	}
-	if err := json.Unmarshal(buf[1:], &reply); err != nil {
-		return reply, fmt.Errorf("agent on %s: bad reply: %w", socket, err)
+	if reply == nil {
+		return nil
 	}
-	return reply, nil
+	if err := json.Unmarshal(buf[1:], reply); err != nil {
+		return fmt.Errorf("agent on %s: bad reply: %w", socket, err)
+	}
+	return nil
 }
 
 // Args are the hint command's flags; Socket is --socket (or

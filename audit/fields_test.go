@@ -357,3 +357,43 @@ func TestAppendLaterGoesBeforeAWaiter(t *testing.T) {
 		t.Fatalf("%d fsyncs, want the two records synced together", n)
 	}
 }
+
+// TestAppendLaterOrderAgainstAWaiter: a best-effort record queued just
+// before a record someone waits for is written before it, every time
+// (the waiter never takes the fast path past it).
+func TestAppendLaterOrderAgainstAWaiter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := 0; i < n; i++ {
+		f := NewFields(0)
+		f.Int("i", int64(i))
+		if !l.AppendLater(EventHint, f, nil) {
+			t.Fatal("AppendLater did not queue")
+		}
+		if _, err := l.Append(context.Background(), EventCertIssued, map[string]any{"i": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := Query(path, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, r := range recs {
+		if r.Event == EventHint || r.Event == EventCertIssued {
+			order = append(order, r.Event+":"+r.FieldString("i"))
+		}
+	}
+	for i := 0; i < n; i++ {
+		if len(order) < 2*i+2 || order[2*i] != EventHint+":"+strconv.Itoa(i) || order[2*i+1] != EventCertIssued+":"+strconv.Itoa(i) {
+			t.Fatalf("records out of order at %d: %v", i, order[max(0, 2*i-2):min(len(order), 2*i+2)])
+		}
+	}
+}

@@ -127,10 +127,11 @@ type Log struct {
 	// for their fsync (bestEffortSyncDelay). Atomic: the writer goroutine
 	// reads it between batches while a caller may be writing.
 	unsynced atomic.Bool
-	// holding is set while the writer holds AppendLater records back
-	// (bestEffortWriteDelay); a waiter then queues instead of writing
-	// alone, so those records go first and are synced with it.
-	holding atomic.Bool
+	// laterPending counts AppendLater records queued and not yet answered
+	// (the writer may hold them for bestEffortWriteDelay). While there are
+	// any, a waiter queues behind them instead of writing alone, so they
+	// are written first, in the order they came, and synced with it.
+	laterPending atomic.Int64
 
 	// Owned by the holder of wsem (by Open before it starts the writer).
 	f         logFile
@@ -303,7 +304,11 @@ func (l *Log) AppendLater(event string, f *Fields, done func(error)) bool {
 		done(err)
 		return true
 	}
-	req := &request{ctx: context.Background(), event: event, pre: f, later: done}
+	// Counted from before it is queued until it is answered (wait).
+	req := &request{ctx: context.Background(), event: event, pre: f, later: func(err error) {
+		l.laterPending.Add(-1)
+		done(err)
+	}}
 	// Under the read lock, so that Close cannot miss a request queued
 	// while it drains: every queued request is answered.
 	l.laterMu.RLock()
@@ -313,10 +318,12 @@ func (l *Log) AppendLater(event string, f *Fields, done func(error)) bool {
 		return false
 	default:
 	}
+	l.laterPending.Add(1)
 	select {
 	case l.reqs <- req:
 		return true
 	default:
+		l.laterPending.Add(-1)
 		return false
 	}
 }
@@ -342,7 +349,7 @@ func (l *Log) wait(ctx context.Context, req *request) (Record, error) {
 	case l.wsem <- struct{}{}:
 		// Not while the writer holds best-effort records: they are written
 		// with (and before) the next record someone waits for.
-		if len(l.reqs) == 0 && !l.holding.Load() {
+		if len(l.reqs) == 0 && l.laterPending.Load() == 0 {
 			select {
 			case <-l.stop:
 			default:
@@ -433,7 +440,6 @@ func (l *Log) run() {
 	held := make([]*request, 0, maxBatch)
 	var laterC <-chan time.Time
 	writeHeld := func() {
-		l.holding.Store(false)
 		if len(held) > 0 {
 			l.wsem <- struct{}{}
 			l.commit(held)
@@ -493,7 +499,6 @@ func (l *Log) run() {
 			}
 			if onlyLater(batch) && len(held)+len(batch) <= maxBatch {
 				held = append(held, batch...)
-				l.holding.Store(true)
 				if laterC == nil {
 					laterC = time.After(min(bestEffortWriteDelay, l.opts.syncDelay))
 				}
@@ -505,7 +510,6 @@ func (l *Log) run() {
 				clear(batch)
 				batch, held = held, batch[:0] // swap the two arrays
 				laterC = nil
-				l.holding.Store(false)
 			}
 			l.wsem <- struct{}{}
 			l.commit(batch)

@@ -13,8 +13,9 @@ func hintCommand() *cli.Command {
 		Name:  "hint",
 		Usage: "tell the agent what an ssh process is about to connect to (run by ssh's Match exec)",
 		UsageText: "warden-agent hint [--ssh-pid PID] --user USER --host HOST [--port PORT]\n\n" +
-			"ssh runs it from the block `warden-agent ssh-config` prints:\n" +
-			"   Match final exec \"warden-agent hint --user %r --host %h --port %p\"\n\n" +
+			"ssh runs it from the block `warden-agent ssh-config` prints, or runs warden-hint, the same hint\n" +
+			"as a small program of its own, when that is installed beside warden-agent:\n" +
+			"   Match final exec \"warden-hint --socket SOCKET --user %r --host %h --port %p\"\n\n" +
 			"Without --ssh-pid the ssh process is found from the hint's parents: ssh runs the line with\n" +
 			"$SHELL -c, which may run the hint itself (bash, dash, zsh) or as its child (fish).\n" +
 			"It exits 0 when the agent accepted the target, so ssh uses warden's socket; when the agent\n" +

@@ -13,7 +13,8 @@ func sshConfigCommand() *cli.Command {
 		Name:  "ssh-config",
 		Usage: "print the ~/.ssh/config block that sends ssh's target to the agent",
 		UsageText: "warden-agent ssh-config >> ~/.ssh/config\n\n" +
-			"The block runs `warden-agent hint` before each connection. When the agent is up and accepts\n" +
+			"The block runs the hint before each connection (warden-hint when it is installed beside\n" +
+			"warden-agent, else `warden-agent hint`). When the agent is up and accepts\n" +
 			"the target, ssh uses the agent's socket; when it is down, ssh keeps your usual agent (break-glass).",
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c)

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -115,23 +114,9 @@ func BenchmarkSignProxied(b *testing.B) {
 func BenchmarkSignKeyringParallel(b *testing.B) {
 	sock, key := keyringServer(b)
 	host := newHostKey(b)
-	b.SetParallelism(4)
-	var signers []*rawSigner
-	for i := 0; i < 4*runtimeProcs(); i++ {
-		sid := randomSID(b)
-		signers = append(signers, newRawSigner(dialRaw(b, sock), key.PublicKey(), userauthData(sid, "deploy", key.PublicKey(), host.PublicKey())))
-	}
-	var next atomic.Int64
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		s := signers[next.Add(1)-1]
-		for pb.Next() {
-			if err := s.sign(); err != nil {
-				b.Error(err)
-				return
-			}
-		}
+	signParallel(b, func() *rawSigner {
+		data := userauthData(randomSID(b), "deploy", key.PublicKey(), host.PublicKey())
+		return newRawSigner(dialRaw(b, sock), key.PublicKey(), data)
 	})
 }
 

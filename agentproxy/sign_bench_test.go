@@ -221,10 +221,16 @@ func BenchmarkSignCachedCert(b *testing.B) {
 // connection each.
 func BenchmarkSignCachedCertParallel(b *testing.B) {
 	env := benchCertEnv(b)
+	signParallel(b, func() *rawSigner { return certSigner(b, env) })
+}
+
+// signParallel signs from 4×GOMAXPROCS clients at once, each on its own
+// connection made by newSigner before the timer starts.
+func signParallel(b *testing.B, newSigner func() *rawSigner) {
 	b.SetParallelism(4)
 	var signers []*rawSigner
 	for i := 0; i < 4*runtimeProcs(); i++ {
-		signers = append(signers, certSigner(b, env))
+		signers = append(signers, newSigner())
 	}
 	var next atomic.Int64
 	b.ReportAllocs()
